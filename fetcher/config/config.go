@@ -1,0 +1,340 @@
+// Package config loads certfetch's YAML configuration file strictly: an
+// unknown key, a value of the wrong type or a bad value is an error naming the
+// file, the line, the dotted key path and the problem, and all problems are
+// reported at once (see Errors). The vocabulary follows Traefik's
+// certificatesResolvers so a Traefik user recognises it.
+//
+// Relative paths in the file are resolved against the file's directory.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults. Each is applied when its key is absent.
+const (
+	// DefaultTimeout is the order deadline: 30 s is what Traefik and lego
+	// use, so a configuration moved from Traefik behaves the same until the
+	// user raises it for a slow CA.
+	DefaultTimeout = 30 * time.Second
+
+	// DefaultStorage matches StateDirectory=certfetch in the systemd unit.
+	DefaultStorage = "/var/lib/certfetch"
+
+	// DefaultGracePeriod is how long superseded PEM files stay on disk after
+	// a new YAML file points elsewhere. Traefik throttles provider events
+	// (2 s by default, configurable), then re-reads every referenced file; a
+	// loaded or throttled reload that still reads the old YAML must find the
+	// old PEMs. Ten minutes covers slow reloads and a raised throttle with a
+	// wide margin, at the cost of a few kilobytes of disk.
+	DefaultGracePeriod = 10 * time.Minute
+
+	// MinGracePeriod rejects grace periods too short to outlive Traefik's
+	// default 2 s event throttle plus the reload that follows it.
+	MinGracePeriod = 5 * time.Second
+
+	// DefaultRemainingFraction renews a certificate when a third of its
+	// lifetime is left (30 of 90 days), the point certbot and Let's Encrypt
+	// recommend: it leaves two retries' worth of time before expiry.
+	DefaultRemainingFraction = 1.0 / 3.0
+
+	// maxNameLength bounds certificate and resolver names. Names become file
+	// names (<name>.yml, certs/<name>-<id>.crt and the temporary names of
+	// atomic writes); 200 leaves 55 bytes of the 255-byte NAME_MAX for those
+	// suffixes and prefixes.
+	maxNameLength = 200
+)
+
+// Log formats.
+const (
+	LogFormatText = "text"
+	LogFormatJSON = "json"
+)
+
+// KeyType names a key algorithm and size, spelled as in Traefik's keyType.
+type KeyType string
+
+// Key types accepted for accounts and certificates.
+const (
+	EC256   KeyType = "EC256"
+	EC384   KeyType = "EC384"
+	RSA2048 KeyType = "RSA2048"
+	RSA3072 KeyType = "RSA3072"
+	RSA4096 KeyType = "RSA4096"
+)
+
+// keyTypes is the accepted spelling of every KeyType, in the order messages
+// list them.
+var keyTypes = []string{string(EC256), string(EC384), string(RSA2048), string(RSA3072), string(RSA4096)}
+
+// Config is a validated configuration with every default applied.
+type Config struct {
+	// Timeout is the global order deadline; see EffectiveTimeout.
+	Timeout time.Duration
+	// Storage is the private state directory (accounts, pending orders).
+	Storage string
+	// Resolvers by name; never empty.
+	Resolvers map[string]*Resolver
+	// Certificates in file order; names are unique.
+	Certificates []*Certificate
+	Output       Output
+	Renewal      Renewal
+	Metrics      Metrics
+	Log          Log
+}
+
+// Output says where certificates are published.
+type Output struct {
+	File FileOutput
+}
+
+// FileOutput publishes for Traefik's file provider.
+type FileOutput struct {
+	// Directory is the folder Traefik's providers.file.directory watches.
+	Directory string
+	// GracePeriod is how long superseded PEM files are kept.
+	GracePeriod time.Duration
+	// GroupReadableKeys writes private keys 0640 instead of 0600, for a
+	// Traefik that runs as another user in the directory's group.
+	GroupReadableKeys bool
+}
+
+// Renewal says when certificates are renewed.
+type Renewal struct {
+	// ARI enables ACME Renewal Information (RFC 9773): the CA's suggested
+	// window wins over RemainingFraction when the CA offers one.
+	ARI bool
+	// RemainingFraction renews when less than this fraction of the
+	// certificate's lifetime is left; in (0, 1).
+	RemainingFraction float64
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Listen is host:port; empty disables the endpoint.
+	Listen string
+}
+
+// Log configures log/slog.
+type Log struct {
+	Level  slog.Level
+	Format string // LogFormatText or LogFormatJSON
+}
+
+// EffectiveTimeout returns the order deadline for cert: the certificate's
+// own timeout, else its resolver's, else the global one (the most specific
+// wins). cert must come from c.
+func (c *Config) EffectiveTimeout(cert *Certificate) time.Duration {
+	if cert.Timeout > 0 {
+		return cert.Timeout
+	}
+	if r := c.Resolvers[cert.Resolver]; r != nil && r.Timeout > 0 {
+		return r.Timeout
+	}
+	return c.Timeout
+}
+
+// Load reads and parses the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	return parse(path, filepath.Dir(abs), data)
+}
+
+// Parse parses data as the configuration file filename (used in messages and
+// to resolve relative paths). On failure the error is of type Errors.
+func Parse(filename string, data []byte) (*Config, error) {
+	return parse(filename, filepath.Dir(filename), data)
+}
+
+func parse(filename, dir string, data []byte) (*Config, error) {
+	d := &decoder{file: filename, dir: dir}
+	root := d.document(data)
+	if root == nil {
+		return nil, d.errs
+	}
+	cfg := d.config(root)
+	if len(d.errs) > 0 {
+		sort.SliceStable(d.errs, func(i, j int) bool { return d.errs[i].Line < d.errs[j].Line })
+		return nil, d.errs
+	}
+	return cfg, nil
+}
+
+// yamlLine extracts the line from yaml.v3's "yaml: line N: problem" errors.
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// document parses data as exactly one YAML document and returns its root
+// node, or nil after recording the problem.
+func (d *decoder) document(data []byte) *yaml.Node {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			d.fail(nil, "", "the file is empty")
+		} else {
+			d.yamlError(err)
+		}
+		return nil
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == nil:
+		d.fail(&extra, "", "only one YAML document is allowed")
+		return nil
+	case !errors.Is(err, io.EOF):
+		d.yamlError(err)
+		return nil
+	}
+	if len(doc.Content) == 0 {
+		d.fail(nil, "", "the file is empty")
+		return nil
+	}
+	return doc.Content[0]
+}
+
+// yamlError records a syntax error. yaml.v3 numbers some parser errors from
+// the line before the problem (it prints a 0-based context mark), so the line
+// is where the problem is or the one before; README says so.
+func (d *decoder) yamlError(err error) {
+	m := yamlLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		d.fail(nil, "", "invalid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		return
+	}
+	line, _ := strconv.Atoi(m[1]) // the pattern guarantees digits
+	d.errs = append(d.errs, &Error{File: d.file, Line: line, Problem: "invalid YAML: " + m[2]})
+}
+
+// config decodes the root mapping. Sections are decoded in dependency order
+// (resolvers before the certificates that name them), not file order.
+func (d *decoder) config(root *yaml.Node) *Config {
+	cfg := &Config{
+		Timeout: DefaultTimeout,
+		Storage: DefaultStorage,
+		Renewal: Renewal{ARI: true, RemainingFraction: DefaultRemainingFraction},
+		Log:     Log{Level: slog.LevelInfo, Format: LogFormatText},
+	}
+	m, ok := d.mapping(root, "", "timeout", "storage", "resolvers", "certificates", "output", "renewal", "metrics", "log")
+	if !ok {
+		return cfg
+	}
+	if f := m.get("timeout"); f != nil {
+		cfg.Timeout, _ = d.duration(f.value, f.path)
+	}
+	if f := m.get("storage"); f != nil {
+		cfg.Storage, _ = d.path(f.value, f.path)
+	}
+	if f := m.require(d, "resolvers"); f != nil {
+		cfg.Resolvers = d.resolvers(f)
+	}
+	if f := m.get("certificates"); f != nil {
+		cfg.Certificates = d.certificates(f, cfg.Resolvers)
+	}
+	if f := m.require(d, "output"); f != nil {
+		cfg.Output = d.output(f, cfg.Storage)
+	}
+	if f := m.get("renewal"); f != nil {
+		d.renewal(f, &cfg.Renewal)
+	}
+	if f := m.get("metrics"); f != nil {
+		if mm, ok := d.mapping(f.value, f.path, "listen"); ok {
+			if l := mm.get("listen"); l != nil {
+				cfg.Metrics.Listen, _ = d.address(l.value, l.path)
+			}
+		}
+	}
+	if f := m.get("log"); f != nil {
+		d.log(f, &cfg.Log)
+	}
+	return cfg
+}
+
+func (d *decoder) output(f *field, storage string) Output {
+	out := Output{File: FileOutput{GracePeriod: DefaultGracePeriod}}
+	m, ok := d.mapping(f.value, f.path, "file")
+	if !ok {
+		return out
+	}
+	ff := m.require(d, "file")
+	if ff == nil {
+		return out
+	}
+	fm, ok := d.mapping(ff.value, ff.path, "directory", "gracePeriod", "groupReadableKeys")
+	if !ok {
+		return out
+	}
+	if g := fm.get("groupReadableKeys"); g != nil {
+		out.File.GroupReadableKeys, _ = d.boolean(g.value, g.path)
+	}
+	if g := fm.get("gracePeriod"); g != nil {
+		if v, ok := d.duration(g.value, g.path); ok {
+			if v < MinGracePeriod {
+				d.fail(g.value, g.path, "must be at least %s so Traefik's reload can still read the old files, got %s", MinGracePeriod, v)
+			}
+			out.File.GracePeriod = v
+		}
+	}
+	dir := fm.require(d, "directory")
+	if dir == nil {
+		return out
+	}
+	out.File.Directory, ok = d.path(dir.value, dir.path)
+	if ok && (within(out.File.Directory, storage) || within(storage, out.File.Directory)) {
+		d.fail(dir.value, dir.path, "must be separate from storage (%s): Traefik reads this directory, the state directory holds private keys", storage)
+	}
+	return out
+}
+
+// within reports whether path is dir or below it; both are clean.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+func (d *decoder) renewal(f *field, r *Renewal) {
+	m, ok := d.mapping(f.value, f.path, "ari", "remainingFraction")
+	if !ok {
+		return
+	}
+	if a := m.get("ari"); a != nil {
+		r.ARI, _ = d.boolean(a.value, a.path)
+	}
+	if rf := m.get("remainingFraction"); rf != nil {
+		r.RemainingFraction, _ = d.fraction(rf.value, rf.path)
+	}
+}
+
+func (d *decoder) log(f *field, l *Log) {
+	m, ok := d.mapping(f.value, f.path, "level", "format")
+	if !ok {
+		return
+	}
+	if lv := m.get("level"); lv != nil {
+		if s, ok := d.oneOf(lv.value, lv.path, "debug", "info", "warn", "error"); ok {
+			_ = l.Level.UnmarshalText([]byte(s)) // every allowed spelling is valid for slog
+		}
+	}
+	if fm := m.get("format"); fm != nil {
+		l.Format, _ = d.oneOf(fm.value, fm.path, LogFormatText, LogFormatJSON)
+	}
+}

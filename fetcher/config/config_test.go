@@ -1,0 +1,202 @@
+package config_test
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/certfetch/certfetch/fetcher/config"
+)
+
+func TestParseAppliesDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Parse("certfetch.yml", []byte(minimal+"certificates:\n  - domains: [\"*.Example.COM\", example.com]\n"))
+	require.NoError(t, err)
+
+	assert.Equal(t, &config.Config{
+		Timeout: 30 * time.Second,
+		Storage: "/var/lib/certfetch",
+		Resolvers: map[string]*config.Resolver{"ca": {
+			Name:             "ca",
+			CAServer:         "https://ca.example/dir",
+			KeyType:          config.EC256,
+			CASystemCertPool: true,
+			HTTP: config.HTTPTimeouts{
+				DialTimeout:           10 * time.Second,
+				TLSHandshakeTimeout:   10 * time.Second,
+				ResponseHeaderTimeout: 2 * time.Minute,
+				RequestTimeout:        3 * time.Minute,
+			},
+			HTTPChallenge: config.HTTPChallenge{Stateless: true},
+		}},
+		Certificates: []*config.Certificate{{
+			Name:     "_wildcard.example.com",
+			Domains:  []string{"*.example.com", "example.com"},
+			Resolver: "ca",
+			KeyType:  config.EC256,
+		}},
+		Output:  config.Output{File: config.FileOutput{Directory: "/srv/traefik", GracePeriod: 10 * time.Minute}},
+		Renewal: config.Renewal{ARI: true, RemainingFraction: 1.0 / 3.0},
+		Log:     config.Log{Level: slog.LevelInfo, Format: "text"},
+	}, cfg)
+}
+
+func TestLoadExample(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load("../../testdata/certfetch.example.yml")
+	require.NoError(t, err)
+	testdata, err := filepath.Abs("../../testdata/certfetch")
+	require.NoError(t, err)
+
+	internal := cfg.Resolvers["internal"]
+	require.NotNil(t, internal)
+	require.NotNil(t, internal.EAB)
+	assert.Equal(t, "certfetch-prod", internal.EAB.KID)
+	assert.Equal(t, "Zm9yLWV4YW1wbGUtb25seS1ub3QtYS1yZWFsLWtleQ", internal.EAB.HMAC.Reveal())
+	assert.Equal(t, config.EC384, internal.KeyType)
+	assert.Equal(t, []string{filepath.Join(testdata, "internal-root.pem")}, internal.CACertificates)
+	assert.False(t, internal.CASystemCertPool)
+	assert.True(t, onlyRoot(t, filepath.Join(testdata, "internal-root.pem")).Equal(internal.RootCAs))
+	assert.Equal(t, config.HTTPChallenge{Webroot: "/var/lib/certfetch-webroot"}, internal.HTTPChallenge)
+	assert.Equal(t, 5*time.Minute, internal.HTTP.ResponseHeaderTimeout)
+
+	le := cfg.Resolvers["letsencrypt"]
+	require.NotNil(t, le)
+	assert.Nil(t, le.RootCAs, "no caCertificates: the system roots")
+	assert.Equal(t, "classic", le.Profile)
+	assert.Equal(t, "ISRG Root X1", le.PreferredChain)
+
+	var names []string
+	for _, c := range cfg.Certificates {
+		names = append(names, c.Name)
+	}
+	assert.Equal(t, []string{"intranet.example.com", "_wildcard.apps.example.com", "www"}, names)
+	assert.Equal(t, config.RSA2048, cfg.Certificates[1].KeyType)
+	assert.Equal(t, config.FileOutput{Directory: "/etc/traefik/certfetch", GracePeriod: 10 * time.Minute, GroupReadableKeys: true}, cfg.Output.File)
+	assert.Equal(t, "127.0.0.1:9402", cfg.Metrics.Listen)
+	assert.Equal(t, config.Log{Level: slog.LevelInfo, Format: config.LogFormatJSON}, cfg.Log)
+	assert.InDelta(t, 0.33, cfg.Renewal.RemainingFraction, 1e-9)
+}
+
+// onlyRoot returns a pool holding the certificates of one PEM file.
+func onlyRoot(t *testing.T, path string) *x509.CertPool {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(data))
+	return pool
+}
+
+func TestSystemPoolWithCACertificates(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Parse("certfetch.yml", []byte(minimal+
+		"    caCertificates: [../../testdata/certfetch/internal-root.pem]\n    caSystemCertPool: true\n"))
+	require.NoError(t, err)
+	r := cfg.Resolvers["ca"]
+	assert.True(t, r.CASystemCertPool)
+	system, err := x509.SystemCertPool()
+	require.NoError(t, err)
+	assert.False(t, system.Equal(r.RootCAs), "the private root is added to the system roots")
+	assert.False(t, onlyRoot(t, "../../testdata/certfetch/internal-root.pem").Equal(r.RootCAs), "the system roots are kept")
+}
+
+func TestEffectiveTimeoutMostSpecificWins(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		desc     string
+		global   string
+		resolver string
+		cert     string
+		want     time.Duration
+	}{
+		{desc: "defaults", want: 30 * time.Second},
+		{desc: "global", global: "timeout: 1m\n", want: time.Minute},
+		{desc: "resolver over global", global: "timeout: 1m\n", resolver: "    timeout: 5m\n", want: 5 * time.Minute},
+		{desc: "certificate over resolver and global", global: "timeout: 1m\n", resolver: "    timeout: 5m\n", cert: "    timeout: 90s\n", want: 90 * time.Second},
+		{desc: "certificate over global", global: "timeout: 1m\n", cert: "    timeout: 10m\n", want: 10 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			t.Parallel()
+			data := minimal + tt.resolver + tt.global + "certificates:\n  - domains: [a.example]\n" + tt.cert
+			cfg, err := config.Parse("certfetch.yml", []byte(data))
+			require.NoError(t, err)
+			require.Len(t, cfg.Certificates, 1)
+			assert.Equal(t, tt.want, cfg.EffectiveTimeout(cfg.Certificates[0]))
+		})
+	}
+}
+
+func TestEABKeyPaddingIsOptional(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "padded.key"), []byte("YWJjZA==\n"), 0o600))
+	tests := []struct {
+		desc string
+		eab  string
+	}{
+		{desc: "inline without padding", eab: "      hmacEncoded: YWJjZA\n"},
+		{desc: "inline with padding", eab: "      hmacEncoded: \"YWJjZA==\"\n"},
+		{desc: "file with padding and newline", eab: "      hmacFile: padded.key\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			t.Parallel()
+			data := minimal + "    eab:\n      kid: k\n" + tt.eab
+			cfg, err := config.Parse(filepath.Join(dir, "certfetch.yml"), []byte(data))
+			require.NoError(t, err)
+			assert.Equal(t, "YWJjZA", cfg.Resolvers["ca"].EAB.HMAC.Reveal())
+		})
+	}
+}
+
+func TestSecretNeverPrinted(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Parse("certfetch.yml", []byte(minimal+"    eab:\n      kid: k\n      hmacEncoded: "+hmacKey+"\n"))
+	require.NoError(t, err)
+	eab := cfg.Resolvers["ca"].EAB
+	require.Equal(t, hmacKey, eab.HMAC.Reveal())
+
+	var logs bytes.Buffer
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("eab", "eab", eab, "hmac", eab.HMAC)
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("eab", "hmac", eab.HMAC)
+	encoded, err := json.Marshal(eab)
+	require.NoError(t, err)
+
+	renderings := map[string]string{
+		"%v":    fmt.Sprintf("%v", eab),
+		"%+v":   fmt.Sprintf("%+v", *eab),
+		"%#v":   fmt.Sprintf("%#v", *eab),
+		"%s":    fmt.Sprintf("%s", eab.HMAC),
+		"%q":    fmt.Sprintf("%q", eab.HMAC),
+		"slog":  logs.String(),
+		"json":  string(encoded),
+		"whole": fmt.Sprintf("%+v", cfg.Resolvers["ca"]),
+	}
+	for how, s := range renderings {
+		assert.NotContains(t, s, hmacKey, how)
+	}
+	assert.Contains(t, renderings["%+v"], "[redacted]")
+	assert.Contains(t, renderings["json"], `"HMAC":"[redacted]"`)
+}
+
+func TestRelativePathsFollowTheFile(t *testing.T) {
+	t.Parallel()
+	data := "output:\n  file:\n    directory: ../traefik\nresolvers:\n  ca:\n    caServer: https://ca.example/dir\n" +
+		"    httpChallenge: {webroot: webroot}\nstorage: state\n"
+	cfg, err := config.Parse("/etc/certfetch/certfetch.yml", []byte(data))
+	require.NoError(t, err)
+	assert.Equal(t, "/etc/certfetch/state", cfg.Storage)
+	assert.Equal(t, "/etc/certfetch/webroot", cfg.Resolvers["ca"].HTTPChallenge.Webroot)
+	assert.Equal(t, "/etc/traefik", cfg.Output.File.Directory)
+}

@@ -1,0 +1,48 @@
+package output
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/google/renameio/v2"
+)
+
+// writeAtomic replaces path with data so that readers see the old or the new
+// content, never a torn file, and so that the new content survives a crash
+// once writeAtomic returns: temporary file in the same directory, fsync,
+// rename, fsync of the directory. perm is applied exactly, ignoring the umask
+// (systemd's UMask=0077 would otherwise hide certificates from Traefik).
+//
+// renameio names the temporary file "."+base+digits in the same directory;
+// it does not fsync the directory, which syncDir adds.
+func writeAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := renameio.NewPendingFile(path, renameio.WithTempDir(dir), renameio.WithStaticPermissions(perm))
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// After CloseAtomicallyReplace, Cleanup is a no-op; on failure it removes
+	// the temporary file and the write error is the one worth returning.
+	defer f.Cleanup() //nolint:errcheck // see above
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.CloseAtomicallyReplace(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes renames and removals in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
