@@ -15,7 +15,7 @@ import (
 // Certificate is one certificate to obtain and keep renewed.
 type Certificate struct {
 	// Name identifies the certificate in file names, state and metrics.
-	// It defaults to the first domain with "*" replaced by "_wildcard".
+	// It defaults to the first domain.
 	Name string
 	// Domains are lower-case DNS names; the first is the subject CN.
 	Domains []string
@@ -71,6 +71,13 @@ func (d *decoder) certificate(n *yaml.Node, path string, resolvers map[string]*R
 	}
 	if f := m.require(d, "domains"); f != nil {
 		c.Domains = d.domains(f)
+		for i, domain := range c.Domains {
+			if strings.HasPrefix(domain, "*.") {
+				// RFC 8555 §8.3: HTTP-01 cannot validate a wildcard, and
+				// every resolver answers HTTP-01; the CA would refuse the order.
+				d.fail(f.value, index(f.path, i), "wildcard %s needs the DNS-01 challenge; certfetch answers HTTP-01 only", domain)
+			}
+		}
 	}
 	c.Resolver = d.certificateResolver(m, resolvers)
 	if f := m.get("keyType"); f != nil {
@@ -85,11 +92,10 @@ func (d *decoder) certificate(n *yaml.Node, path string, resolvers map[string]*R
 			c.Name = s
 		}
 	} else if len(c.Domains) > 0 {
-		derived := strings.Replace(c.Domains[0], "*", "_wildcard", 1)
-		if len(derived) > maxNameLength {
+		if len(c.Domains[0]) > maxNameLength {
 			d.fail(n, join(path, "name"), "the name derived from %s is longer than %d characters; set name", c.Domains[0], maxNameLength)
 		} else {
-			c.Name = derived
+			c.Name = c.Domains[0]
 		}
 	}
 	return c

@@ -19,7 +19,7 @@ import (
 
 func TestParseAppliesDefaults(t *testing.T) {
 	t.Parallel()
-	cfg, err := config.Parse("certfetch.yml", []byte(minimal+"certificates:\n  - domains: [\"*.Example.COM\", example.com]\n"))
+	cfg, err := config.Parse("certfetch.yml", []byte(minimal+"certificates:\n  - domains: [WWW.Example.COM, example.com]\n"))
 	require.NoError(t, err)
 
 	assert.Equal(t, &config.Config{
@@ -39,8 +39,8 @@ func TestParseAppliesDefaults(t *testing.T) {
 			HTTPChallenge: config.HTTPChallenge{Stateless: true},
 		}},
 		Certificates: []*config.Certificate{{
-			Name:     "_wildcard.example.com",
-			Domains:  []string{"*.example.com", "example.com"},
+			Name:     "www.example.com",
+			Domains:  []string{"www.example.com", "example.com"},
 			Resolver: "ca",
 			KeyType:  config.EC256,
 		}},
@@ -79,7 +79,7 @@ func TestLoadExample(t *testing.T) {
 	for _, c := range cfg.Certificates {
 		names = append(names, c.Name)
 	}
-	assert.Equal(t, []string{"intranet.example.com", "_wildcard.apps.example.com", "www"}, names)
+	assert.Equal(t, []string{"intranet.example.com", "apps.example.com", "www"}, names)
 	assert.Equal(t, config.RSA2048, cfg.Certificates[1].KeyType)
 	assert.Equal(t, config.FileOutput{Directory: "/etc/traefik/certfetch", GracePeriod: 10 * time.Minute, GroupReadableKeys: true}, cfg.Output.File)
 	assert.Equal(t, "127.0.0.1:9402", cfg.Metrics.Listen)

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/certfetch/certfetch/internal/atomicfile"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -139,7 +140,7 @@ func ensureDir(dir string) error {
 	if err := os.Chmod(dir, dirMode|fi.Mode()&os.ModeSetgid); err != nil {
 		return fmt.Errorf("create directory %s: %w", dir, err)
 	}
-	return syncDir(filepath.Dir(dir))
+	return atomicfile.SyncDir(filepath.Dir(dir))
 }
 
 // pair is the two files of one published certificate.
@@ -176,10 +177,10 @@ func (o *FileOutput) Publish(name string, certPEM, keyPEM []byte) error {
 	next := pair{CertFile: base + ".crt", KeyFile: base + ".key"}
 	previous := o.published(name)
 
-	if err := writeAtomic(next.KeyFile, keyPEM, o.keyMode); err != nil {
+	if err := atomicfile.Write(next.KeyFile, keyPEM, o.keyMode); err != nil {
 		return fmt.Errorf("publish certificate %q: %w", name, err)
 	}
-	if err := writeAtomic(next.CertFile, certPEM, publicMode); err != nil {
+	if err := atomicfile.Write(next.CertFile, certPEM, publicMode); err != nil {
 		return fmt.Errorf("publish certificate %q: %w", name, err)
 	}
 	var doc dynamicConfig
@@ -188,7 +189,7 @@ func (o *FileOutput) Publish(name string, certPEM, keyPEM []byte) error {
 	if err != nil {
 		return fmt.Errorf("publish certificate %q: encode dynamic configuration: %w", name, err)
 	}
-	if err := writeAtomic(o.yamlPath(name), append([]byte(yamlHeader), body...), publicMode); err != nil {
+	if err := atomicfile.Write(o.yamlPath(name), append([]byte(yamlHeader), body...), publicMode); err != nil {
 		return fmt.Errorf("publish certificate %q: %w", name, err)
 	}
 	if previous != nil && *previous != next {
@@ -213,7 +214,7 @@ func (o *FileOutput) Remove(name string) error {
 		}
 		return fmt.Errorf("remove certificate %q: %w", name, err)
 	}
-	if err := syncDir(o.dir); err != nil {
+	if err := atomicfile.SyncDir(o.dir); err != nil {
 		return fmt.Errorf("remove certificate %q: %w", name, err)
 	}
 	if previous != nil {
@@ -271,10 +272,10 @@ func (o *FileOutput) Prune(now time.Time) error {
 		o.logger.Info("superseded file pruned", "path", path)
 	}
 	if removedCerts > 0 {
-		errs = append(errs, syncDir(o.certs))
+		errs = append(errs, atomicfile.SyncDir(o.certs))
 	}
 	if len(stale) > removedCerts {
-		errs = append(errs, syncDir(o.dir))
+		errs = append(errs, atomicfile.SyncDir(o.dir))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("prune %s: %w", o.dir, err)

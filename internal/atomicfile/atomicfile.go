@@ -1,4 +1,7 @@
-package output
+// Package atomicfile replaces files so that readers see the old or the new
+// content, never a torn file, and so that the new content survives a crash
+// once Write returns.
+package atomicfile
 
 import (
 	"fmt"
@@ -8,15 +11,16 @@ import (
 	"github.com/google/renameio/v2"
 )
 
-// writeAtomic replaces path with data so that readers see the old or the new
-// content, never a torn file, and so that the new content survives a crash
-// once writeAtomic returns: temporary file in the same directory, fsync,
-// rename, fsync of the directory. perm is applied exactly, ignoring the umask
-// (systemd's UMask=0077 would otherwise hide certificates from Traefik).
+// Write replaces path with data: a temporary file in the same directory,
+// fsync, rename over path, fsync of the directory. perm is applied exactly,
+// ignoring the umask (systemd's UMask=0077 would otherwise hide certificates
+// from Traefik). The directory must exist.
 //
-// renameio names the temporary file "."+base+digits in the same directory;
-// it does not fsync the directory, which syncDir adds.
-func writeAtomic(path string, data []byte, perm os.FileMode) error {
+// The temporary file is named "."+base(path)+digits (renameio's scheme): a
+// leading dot, which no ACME token, certificate name or Traefik provider file
+// matches. A writer killed mid-write leaves such a file behind; callers that
+// care prune them.
+func Write(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	f, err := renameio.NewPendingFile(path, renameio.WithTempDir(dir), renameio.WithStaticPermissions(perm))
 	if err != nil {
@@ -31,11 +35,11 @@ func writeAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := f.CloseAtomicallyReplace(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
-// syncDir makes renames and removals in dir durable.
-func syncDir(dir string) error {
+// SyncDir makes renames and removals in dir durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("sync directory %s: %w", dir, err)

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/certfetch/certfetch/fetcher"
+	"github.com/certfetch/certfetch/fetcher/store"
+	"github.com/certfetch/certfetch/internal/sandbox"
+	"github.com/certfetch/certfetch/internal/testca"
+)
+
+// demoDomain is the name the demo certificate is issued for; the test CA's
+// DNS resolves every name to 127.0.0.1.
+const demoDomain = "demo.certfetch.test"
+
+// cmdDemo runs the whole chain on this machine: a local test CA (Pebble)
+// that needs --ca-delay after finalize, the plugin answering its HTTP-01
+// challenges, and the daemon with a --timeout deadline that resumes the
+// order the CA is still processing instead of abandoning it.
+func cmdDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("certfetch demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	caDelay := fs.Duration("ca-delay", 42*time.Second, "how long the test CA needs after finalize (the reported case: 42s)")
+	timeout := fs.Duration("timeout", 30*time.Second, "order deadline of one attempt (Traefik's fixed value: 30s)")
+	retryAfter := fs.Duration("retry-after", 5*time.Second, "Retry-After the CA sends while it processes the order")
+	dir := fs.String("dir", "", "directory for state and output (default: a new temporary directory)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: certfetch demo [flags]\n\nIssues a certificate from a local slow test CA through the plugin, with the deadline and resume machinery.\n\n")
+		fs.PrintDefaults()
+	}
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := runDemo(ctx, demoOptions{caDelay: *caDelay, timeout: *timeout, retryAfter: *retryAfter, dir: *dir}, stdout); err != nil {
+		fmt.Fprintf(stderr, "certfetch demo: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+type demoOptions struct {
+	caDelay, timeout, retryAfter time.Duration
+	dir                          string
+}
+
+func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
+	start := time.Now()
+	var mu sync.Mutex // say runs on the daemon's goroutine and on ours
+	say := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(out, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+	dir := o.dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "certfetch-demo-"); err != nil {
+			return err
+		}
+	}
+	sb, cfg, err := sandbox.Start(sandbox.Options{
+		Dir:     dir,
+		CA:      testca.Options{Mode: testca.Async, Delay: o.caDelay, RetryAfter: o.retryAfter},
+		Timeout: o.timeout,
+	}, []string{demoDomain})
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+	st := sb.Store
+	say("test CA (Pebble) at %s; it needs %s after finalize and answers Retry-After: %s", sb.CA.DirectoryURL(), o.caDelay, o.retryAfter)
+	say("plugin (thumbprint mode, %s) answers HTTP-01 on %s", sb.Thumbprint, sb.HTTPAddr())
+	say("certfetch: deadline %s per attempt; config %s", o.timeout, sb.ConfigPath)
+
+	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelError}))
+	d, err := fetcher.New(cfg, st, fetcher.Options{Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+
+	issued, err := runUntilIssued(ctx, d, st, say)
+	if err != nil {
+		return err
+	}
+	stats := sb.CA.Stats()
+	say("certificate issued for %s, valid until %s", demoDomain, issued.NotAfter.UTC().Format(time.RFC3339))
+	say("the CA saw %d new-order request(s), %d order polls, %d certificate download(s)", stats.NewOrders, stats.OrderPolls, stats.CertDownloads)
+	say("Traefik file-provider output (point providers.file.directory at it):")
+	yml := filepath.Join(cfg.Output.File.Directory, cfg.Certificates[0].Name+".yml")
+	fmt.Fprintf(out, "    %s\n", yml)
+	entries, _ := os.ReadDir(filepath.Join(cfg.Output.File.Directory, "certs"))
+	for _, e := range entries {
+		fmt.Fprintf(out, "    %s\n", filepath.Join(cfg.Output.File.Directory, "certs", e.Name()))
+	}
+	if stats.NewOrders != 1 {
+		return fmt.Errorf("the CA saw %d orders, want exactly 1", stats.NewOrders)
+	}
+	return nil
+}
+
+// runUntilIssued runs the daemon until the demo certificate is published,
+// printing progress every few seconds while the CA is slow.
+func runUntilIssued(ctx context.Context, d *fetcher.Daemon, st *store.Store, say func(string, ...any)) (*store.Certificate, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	name := demoDomain
+	passes := 0
+	done := make(chan error, 1)
+	go func() {
+		done <- d.Run(ctx, func(fetcher.Summary) {
+			passes++
+			rec, err := st.LoadCertificate(name)
+			switch {
+			case err != nil:
+				say("attempt %d: %v", passes, err)
+			case len(rec.CertPEM) > 0 && !rec.Unpublished:
+				cancel()
+			case rec.LastError != "":
+				say("attempt %d ended: %s", passes, rec.LastError)
+				say("the order stays journaled; resuming it at %s", rec.RetryAt.Format(time.TimeOnly))
+			}
+		})
+	}()
+	ticker := time.NewTicker(5 * time.Second)
+	defer ticker.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				return nil, err
+			}
+			rec, err := st.LoadCertificate(name)
+			if err != nil || len(rec.CertPEM) == 0 {
+				return nil, errors.Join(errors.New("stopped before the certificate was issued"), err, ctx.Err())
+			}
+			return rec, nil
+		case <-ticker.C:
+			say("waiting for the CA ...")
+		}
+	}
+}

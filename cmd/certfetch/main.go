@@ -1,0 +1,402 @@
+// Command certfetch obtains and renews ACME certificates for Traefik: it runs
+// orders with a configurable deadline, resumes orders a slow CA is still
+// working on, and publishes certificates for Traefik's file provider.
+//
+// Usage: certfetch <command> [--config FILE] [args]; see usage below.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/certfetch/certfetch/fetcher"
+	"github.com/certfetch/certfetch/fetcher/config"
+	"github.com/certfetch/certfetch/fetcher/metrics"
+	"github.com/certfetch/certfetch/fetcher/store"
+)
+
+// defaultConfigPath is used when neither --config nor $CERTFETCH_CONFIG is set.
+const defaultConfigPath = "/etc/certfetch/certfetch.yml"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // an operation failed (once: a certificate failed)
+	exitUsage   = 2 // bad command line or configuration
+)
+
+const usage = `certfetch: ACME certificates for Traefik from slow and private CAs
+
+Usage:
+  certfetch run        [--config FILE]   run the daemon (systemd Type=notify)
+  certfetch once       [--config FILE]   do what is due, then exit (non-zero if anything failed)
+  certfetch check      [--config FILE]   validate the configuration
+  certfetch status     [--config FILE]   show every certificate's state
+  certfetch thumbprint [--config FILE] [RESOLVER]
+                                         print the account key thumbprint for the plugin
+  certfetch demo       [--ca-delay 42s] [--timeout 30s] [--dir DIR]
+                                         self-contained demo against a local slow test CA
+
+The configuration file is --config FILE, else $CERTFETCH_CONFIG, else ` + defaultConfigPath + `.
+Run 'certfetch <command> --help' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	commands := map[string]func([]string, io.Writer, io.Writer) int{
+		"run":        cmdRun,
+		"once":       cmdOnce,
+		"check":      cmdCheck,
+		"status":     cmdStatus,
+		"thumbprint": cmdThumbprint,
+		"demo":       cmdDemo,
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			fmt.Fprint(stdout, usage)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "certfetch: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+	return cmd(args[1:], stdout, stderr)
+}
+
+// commandFlags returns the flag set of a command with the --config flag;
+// summary is the usage line after "certfetch ".
+func commandFlags(summary string, stderr io.Writer) (*flag.FlagSet, *string) {
+	name, _, _ := strings.Cut(summary, " ")
+	fs := flag.NewFlagSet("certfetch "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (default $CERTFETCH_CONFIG, else "+defaultConfigPath+")")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: certfetch %s\n\n", summary)
+		fs.PrintDefaults()
+	}
+	return fs, path
+}
+
+// parseFlags parses args; ok is false when the command must exit with code.
+func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	return exitOK, true
+}
+
+// configCommand parses the flags of a command that reads the configuration
+// and loads it. ok is false when the command must exit with code.
+func configCommand(summary string, args []string, stderr io.Writer) (fs *flag.FlagSet, cfg *config.Config, path string, code int, ok bool) {
+	fs, cfgFlag := commandFlags(summary, stderr)
+	if code, ok := parseFlags(fs, args); !ok {
+		return nil, nil, "", code, false
+	}
+	if cfg, path, ok = loadConfig(*cfgFlag, stderr); !ok {
+		return nil, nil, "", exitUsage, false
+	}
+	return fs, cfg, path, exitOK, true
+}
+
+// openStore opens the configuration's state directory without locking it:
+// status and thumbprint run beside the daemon.
+func openStore(cfg *config.Config, stderr io.Writer) (*store.Store, bool) {
+	st, err := store.Open(cfg.Storage)
+	if err != nil {
+		fmt.Fprintf(stderr, "certfetch: %v\n", err)
+		return nil, false
+	}
+	return st, true
+}
+
+func configPath(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if env := os.Getenv("CERTFETCH_CONFIG"); env != "" {
+		return env
+	}
+	return defaultConfigPath
+}
+
+func newLogger(l config.Log, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: l.Level}
+	if l.Format == config.LogFormatJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// loadConfig loads the configuration, printing its errors.
+func loadConfig(flagValue string, stderr io.Writer) (*config.Config, string, bool) {
+	path := configPath(flagValue)
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "certfetch: configuration %s is invalid:\n%v\n", path, err)
+		return nil, path, false
+	}
+	return cfg, path, true
+}
+
+// daemonSetup is what run and once share: configuration, logger, locked
+// state and the daemon.
+type daemonSetup struct {
+	cfg     *config.Config
+	path    string
+	log     *slog.Logger
+	store   *store.Store
+	unlock  func() error
+	daemon  *fetcher.Daemon
+	metrics *metrics.Metrics // nil unless served
+}
+
+// setup loads the configuration, locks the state and builds the daemon;
+// with serveMetrics and metrics.listen set, it also creates the metrics.
+func setup(flagValue string, serveMetrics bool, stderr io.Writer) (*daemonSetup, int) {
+	cfg, path, ok := loadConfig(flagValue, stderr)
+	if !ok {
+		return nil, exitUsage
+	}
+	var m *metrics.Metrics
+	if serveMetrics && cfg.Metrics.Listen != "" {
+		m = metrics.New()
+	}
+	log := newLogger(cfg.Log, stderr)
+	st, err := store.Open(cfg.Storage)
+	if err != nil {
+		log.Error("cannot open the state directory", "err", err)
+		return nil, exitFailure
+	}
+	unlock, err := st.Lock()
+	if err != nil {
+		log.Error("cannot lock the state directory", "err", err)
+		return nil, exitFailure
+	}
+	d, err := fetcher.New(cfg, st, fetcher.Options{Logger: log, Metrics: m})
+	if err != nil {
+		unlock()
+		log.Error("cannot start", "err", err)
+		return nil, exitFailure
+	}
+	return &daemonSetup{cfg: cfg, path: path, log: log, store: st, unlock: unlock, daemon: d, metrics: m}, exitOK
+}
+
+func (s *daemonSetup) close() {
+	s.daemon.Close()
+	_ = s.unlock()
+}
+
+func cmdRun(args []string, _, stderr io.Writer) int {
+	fs, cfgFlag := commandFlags("run [--config FILE]", stderr)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	s, code := setup(*cfgFlag, true, stderr)
+	if s == nil {
+		return code
+	}
+	defer s.close()
+	if s.metrics != nil {
+		addr, err := metrics.Serve(ctx, s.cfg.Metrics.Listen, s.metrics.Handler(), s.log)
+		if err != nil {
+			s.log.Error("cannot serve metrics", "err", err)
+			return exitFailure
+		}
+		s.log.Info("serving metrics", "addr", addr.String())
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go reloadOnSignal(ctx, hup, s)
+	go watchdog(ctx, s.log)
+
+	notify(s.log, daemon.SdNotifyReady)
+	s.log.Info("certfetch running", "config", s.path, "certificates", len(s.cfg.Certificates))
+	err := s.daemon.Run(ctx, func(sum fetcher.Summary) { notify(s.log, "STATUS="+sum.String()) })
+	notify(s.log, daemon.SdNotifyStopping)
+	if err != nil {
+		s.log.Error("stopped", "err", err)
+		return exitFailure
+	}
+	s.log.Info("certfetch stopped")
+	return exitOK
+}
+
+// reloadOnSignal reloads the configuration on SIGHUP. A configuration that
+// does not load leaves the running one in force.
+func reloadOnSignal(ctx context.Context, hup <-chan os.Signal, s *daemonSetup) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		notify(s.log, daemon.SdNotifyReloading)
+		cfg, err := config.Load(s.path)
+		if err == nil {
+			err = s.daemon.Reload(cfg)
+		}
+		if err != nil {
+			s.log.Error("reload failed; keeping the running configuration", "config", s.path, "err", err)
+		} else {
+			s.log.Info("configuration reloaded", "config", s.path, "certificates", len(cfg.Certificates))
+		}
+		notify(s.log, daemon.SdNotifyReady)
+	}
+}
+
+// watchdog pings systemd's watchdog at half its interval when the unit sets
+// WatchdogSec.
+func watchdog(ctx context.Context, log *slog.Logger) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		return
+	}
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			notify(log, daemon.SdNotifyWatchdog)
+		}
+	}
+}
+
+// notify sends state to systemd; outside systemd it does nothing.
+func notify(log *slog.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Warn("sd_notify failed", "state", state, "err", err)
+	}
+}
+
+func cmdOnce(args []string, _, stderr io.Writer) int {
+	fs, cfgFlag := commandFlags("once [--config FILE]", stderr)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	s, code := setup(*cfgFlag, false, stderr)
+	if s == nil {
+		return code
+	}
+	defer s.close()
+	if err := s.daemon.Once(ctx); err != nil {
+		s.log.Error("some certificates failed", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	_, cfg, path, code, ok := configCommand("check [--config FILE]", args, stderr)
+	if !ok {
+		return code
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d resolvers, %d certificates)\n", path, len(cfg.Resolvers), len(cfg.Certificates))
+	return exitOK
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	_, cfg, _, code, ok := configCommand("status [--config FILE]", args, stderr)
+	if !ok {
+		return code
+	}
+	st, ok := openStore(cfg, stderr)
+	if !ok {
+		return exitFailure
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tDOMAINS\tRESOLVER\tNOT AFTER\tNEXT RENEWAL\tLAST ERROR")
+	for _, c := range cfg.Certificates {
+		notAfter, renewAt, lastErr := "-", "due now", "-"
+		rec, err := st.LoadCertificate(c.Name)
+		switch {
+		case err == nil:
+			if !rec.NotAfter.IsZero() {
+				notAfter = rec.NotAfter.UTC().Format(time.RFC3339)
+				renewAt = rec.RenewAt.UTC().Format(time.RFC3339)
+			}
+			if rec.LastError != "" {
+				lastErr = oneLine(rec.LastError)
+			}
+		case !errors.Is(err, store.ErrNotFound):
+			lastErr = oneLine(err.Error())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, strings.Join(c.Domains, ","), c.Resolver, notAfter, renewAt, lastErr)
+	}
+	if err := tw.Flush(); err != nil {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// oneLine keeps a table row on one line.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func cmdThumbprint(args []string, stdout, stderr io.Writer) int {
+	fs, cfg, _, code, ok := configCommand("thumbprint [--config FILE] [RESOLVER]", args, stderr)
+	if !ok {
+		return code
+	}
+	name := fs.Arg(0)
+	if name == "" {
+		if len(cfg.Resolvers) != 1 {
+			names := make([]string, 0, len(cfg.Resolvers))
+			for n := range cfg.Resolvers {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			fmt.Fprintf(stderr, "certfetch: name a resolver: %s\n", strings.Join(names, ", "))
+			return exitUsage
+		}
+		for n := range cfg.Resolvers {
+			name = n
+		}
+	}
+	rc, ok := cfg.Resolvers[name]
+	if !ok {
+		fmt.Fprintf(stderr, "certfetch: unknown resolver %q\n", name)
+		return exitUsage
+	}
+	st, ok := openStore(cfg, stderr)
+	if !ok {
+		return exitFailure
+	}
+	tp, err := fetcher.Thumbprint(st, rc)
+	if err != nil {
+		fmt.Fprintf(stderr, "certfetch: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintln(stdout, tp)
+	return exitOK
+}
