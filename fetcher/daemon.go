@@ -22,11 +22,6 @@ import (
 )
 
 const (
-	// ordersPerResolver bounds the orders in flight against one CA: CAs rate
-	// limit per account, and a slow CA mostly makes us wait, so a few
-	// parallel orders keep it busy without tripping its limits.
-	ordersPerResolver = 4
-
 	// Failed attempts back off exponentially from backoffBase to backoffMax
 	// (1, 2, 4 ... 60 minutes) with ±25 % jitter, so that many certificates
 	// failing together (CA down) do not come back in lockstep.
@@ -241,8 +236,8 @@ func (d *Daemon) Summary() Summary {
 	return s
 }
 
-// pass runs one attempt for every due certificate, at most ordersPerResolver
-// at a time per resolver, and returns the earliest time a certificate needs
+// pass runs one attempt for every due certificate, at most the resolver's
+// maxConcurrentOrders at a time per resolver, and returns the earliest time a certificate needs
 // attention again.
 func (d *Daemon) pass(ctx context.Context, checkARI bool) (time.Time, error) {
 	d.mu.Lock()

@@ -38,7 +38,7 @@ type resolver struct {
 }
 
 func newResolver(rc *config.Resolver, st *store.Store, log *slog.Logger, m *metrics.Metrics) (*resolver, error) {
-	r := &resolver{cfg: rc, store: st, log: log.With("resolver", rc.Name), metrics: m, slots: make(chan struct{}, ordersPerResolver)}
+	r := &resolver{cfg: rc, store: st, log: log.With("resolver", rc.Name), metrics: m, slots: make(chan struct{}, rc.MaxConcurrentOrders)}
 	switch hc := rc.HTTPChallenge; {
 	case hc.Webroot != "":
 		r.solver = http01.NewWebroot(hc.Webroot)

@@ -37,7 +37,7 @@ type notifySocket struct {
 	msgs []string
 }
 
-func listenNotify(t *testing.T) (*notifySocket, string) {
+func listenNotify(t testing.TB) (*notifySocket, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})

@@ -26,10 +26,11 @@ func TestParseAppliesDefaults(t *testing.T) {
 		Timeout: 30 * time.Second,
 		Storage: "/var/lib/certfetch",
 		Resolvers: map[string]*config.Resolver{"ca": {
-			Name:             "ca",
-			CAServer:         "https://ca.example/dir",
-			KeyType:          config.EC256,
-			CASystemCertPool: true,
+			Name:                "ca",
+			CAServer:            "https://ca.example/dir",
+			KeyType:             config.EC256,
+			CASystemCertPool:    true,
+			MaxConcurrentOrders: 4,
 			HTTP: config.HTTPTimeouts{
 				DialTimeout:           10 * time.Second,
 				TLSHandshakeTimeout:   10 * time.Second,

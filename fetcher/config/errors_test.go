@@ -50,6 +50,8 @@ func TestParseRejects(t *testing.T) {
 		{desc: "caServer missing", yaml: "output:\n  file:\n    directory: /srv/traefik\nresolvers:\n  ca:\n    httpChallenge: {stateless: true}\n", want: `certfetch.yml:6: resolvers.ca.caServer: required but missing`},
 		{desc: "global timeout without unit", yaml: minimal + "timeout: 30\n", want: `certfetch.yml:9: timeout: must be a duration with a unit such as 30s or 5m, got 30`},
 		{desc: "global timeout in words", yaml: minimal + "timeout: 30 seconds\n", want: `certfetch.yml:9: timeout: must be a duration such as 30s or 5m, got "30 seconds"`},
+		{desc: "zero concurrent orders", yaml: minimal + "    maxConcurrentOrders: 0\n", want: `certfetch.yml:9: resolvers.ca.maxConcurrentOrders: must be a whole number from 1 to 1000, got 0`},
+		{desc: "concurrent orders not a number", yaml: minimal + "    maxConcurrentOrders: many\n", want: `certfetch.yml:9: resolvers.ca.maxConcurrentOrders: must be a whole number from 1 to 1000, got a string`},
 		{desc: "negative resolver timeout", yaml: minimal + "    timeout: -5s\n", want: `certfetch.yml:9: resolvers.ca.timeout: must be positive, got -5s`},
 		{desc: "empty value", yaml: minimal + "storage:\n", want: `certfetch.yml:9: storage: must be a string, got nothing`},
 		{desc: "number where a string is expected", yaml: minimal + "    profile: 2024\n", want: `certfetch.yml:9: resolvers.ca.profile: must be a string, got an integer`},

@@ -249,6 +249,20 @@ func (d *decoder) duration(n *yaml.Node, path string) (time.Duration, bool) {
 	return v, true
 }
 
+// intRange decodes a whole number from lo to hi.
+func (d *decoder) intRange(n *yaml.Node, path string, lo, hi int) (int, bool) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		d.fail(n, path, "must be a whole number from %d to %d, got %s", lo, hi, describe(n))
+		return 0, false
+	}
+	v, err := strconv.Atoi(n.Value)
+	if err != nil || v < lo || v > hi {
+		d.fail(n, path, "must be a whole number from %d to %d, got %s", lo, hi, n.Value)
+		return 0, false
+	}
+	return v, true
+}
+
 // fraction decodes a number strictly between 0 and 1.
 func (d *decoder) fraction(n *yaml.Node, path string) (float64, bool) {
 	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") {

@@ -29,6 +29,16 @@ const (
 	DefaultRequestTimeout = 3 * time.Minute
 )
 
+const (
+	// DefaultMaxConcurrentOrders: CAs rate limit per account, and a slow CA
+	// mostly makes us wait, so a few parallel orders keep it busy without
+	// tripping its limits.
+	DefaultMaxConcurrentOrders = 4
+	// maxConcurrentOrdersLimit keeps a typo from opening thousands of
+	// connections to a CA at once.
+	maxConcurrentOrdersLimit = 1000
+)
+
 // Resolver is one ACME account at one CA, like Traefik's
 // certificatesResolvers.<name>.acme.
 type Resolver struct {
@@ -58,7 +68,9 @@ type Resolver struct {
 	PreferredChain string
 	// Timeout overrides Config.Timeout for this resolver; 0 inherits.
 	Timeout time.Duration
-	HTTP    HTTPTimeouts
+	// MaxConcurrentOrders bounds the orders in flight against this CA.
+	MaxConcurrentOrders int
+	HTTP                HTTPTimeouts
 	// HTTPChallenge says how the HTTP-01 challenge is answered.
 	HTTPChallenge HTTPChallenge
 }
@@ -106,8 +118,9 @@ func (d *decoder) resolvers(f *field) map[string]*Resolver {
 
 func (d *decoder) resolver(f *field) *Resolver {
 	r := &Resolver{
-		Name:    f.key.Value,
-		KeyType: EC256,
+		Name:                f.key.Value,
+		KeyType:             EC256,
+		MaxConcurrentOrders: DefaultMaxConcurrentOrders,
 		HTTP: HTTPTimeouts{
 			DialTimeout:           DefaultDialTimeout,
 			TLSHandshakeTimeout:   DefaultTLSHandshakeTimeout,
@@ -116,7 +129,7 @@ func (d *decoder) resolver(f *field) *Resolver {
 		},
 	}
 	m, ok := d.mapping(f.value, f.path, "caServer", "email", "eab", "keyType", "caCertificates",
-		"caSystemCertPool", "profile", "preferredChain", "timeout", "http", "httpChallenge")
+		"caSystemCertPool", "profile", "preferredChain", "timeout", "maxConcurrentOrders", "http", "httpChallenge")
 	if !ok {
 		return r
 	}
@@ -142,6 +155,9 @@ func (d *decoder) resolver(f *field) *Resolver {
 	}
 	if t := m.get("timeout"); t != nil {
 		r.Timeout, _ = d.duration(t.value, t.path)
+	}
+	if c := m.get("maxConcurrentOrders"); c != nil {
+		r.MaxConcurrentOrders, _ = d.intRange(c.value, c.path, 1, maxConcurrentOrdersLimit)
 	}
 	if h := m.get("http"); h != nil {
 		d.httpTimeouts(h, &r.HTTP)

@@ -36,6 +36,8 @@ type Options struct {
 	Timeout time.Duration
 	// MetricsListen is metrics.listen; empty: no metrics.
 	MetricsListen string
+	// MaxConcurrentOrders is the resolver's maxConcurrentOrders; 0: default.
+	MaxConcurrentOrders int
 	// EABKID and EABHMAC, when set, go into the resolver's eab settings
 	// (the CA requires them when CA.EABKeys is set).
 	EABKID, EABHMAC string
@@ -121,6 +123,9 @@ func (s *Sandbox) WriteConfig(certificates ...[]string) (*config.Config, error) 
 	fmt.Fprintf(&b, "storage: %s\n", strconv.Quote(filepath.Join(s.Dir, "state")))
 	fmt.Fprintf(&b, "resolvers:\n  %s:\n    caServer: %s\n    caCertificates: [%s]\n    httpChallenge:\n      stateless: true\n",
 		ResolverName, s.CA.DirectoryURL(), strconv.Quote(s.rootFile))
+	if s.opts.MaxConcurrentOrders > 0 {
+		fmt.Fprintf(&b, "    maxConcurrentOrders: %d\n", s.opts.MaxConcurrentOrders)
+	}
 	if s.opts.EABKID != "" {
 		fmt.Fprintf(&b, "    eab:\n      kid: %s\n      hmacEncoded: %s\n", strconv.Quote(s.opts.EABKID), strconv.Quote(s.opts.EABHMAC))
 	}

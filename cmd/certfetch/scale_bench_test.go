@@ -1,0 +1,141 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/certfetch/certfetch/fetcher/store"
+)
+
+// BenchmarkDaemonAtRest starts `certfetch run` on a state of 10,000 valid
+// certificates (none due) and reports the time to READY=1 and to the end of
+// the first pass (STATUS=), the resident memory, and the CPU the idle daemon
+// uses over a 10 s window:
+//
+//	go test -run '^$' -bench DaemonAtRest -benchtime 1x ./cmd/certfetch/
+func BenchmarkDaemonAtRest(b *testing.B) {
+	const n = 10000
+	dir := b.TempDir()
+	configPath := writeAtRestState(b, dir, n)
+	for b.Loop() {
+		notify, sock := listenNotify(b)
+		cmd := exec.Command(os.Args[0], "run", "--config", configPath)
+		cmd.Env = append(os.Environ(), "CERTFETCH_TEST_MAIN=1", "NOTIFY_SOCKET="+sock)
+		start := time.Now()
+		require.NoError(b, cmd.Start())
+		waitFor(b, notify, "READY=1")
+		ready := time.Since(start)
+		waitFor(b, notify, fmt.Sprintf("STATUS=%d certificates, 0 failing", n))
+		firstPass := time.Since(start)
+
+		cpuBefore := cpuSeconds(b, cmd.Process.Pid)
+		// The measurement window itself, not a synchronisation.
+		time.Sleep(10 * time.Second)
+		idleCPU := cpuSeconds(b, cmd.Process.Pid) - cpuBefore
+		rss := procStatusKB(b, cmd.Process.Pid, "VmRSS:")
+		hwm := procStatusKB(b, cmd.Process.Pid, "VmHWM:")
+		require.NoError(b, cmd.Process.Kill())
+		_ = cmd.Wait()
+
+		b.ReportMetric(ready.Seconds(), "s-to-ready")
+		b.ReportMetric(firstPass.Seconds(), "s-to-first-pass")
+		b.ReportMetric(float64(rss)/1024, "MiB-rss")
+		b.ReportMetric(float64(hwm)/1024, "MiB-peak-rss")
+		b.ReportMetric(idleCPU/10*100, "%cpu-idle")
+	}
+}
+
+// writeAtRestState writes a configuration of n certificates and a state in
+// which each is issued, published and not due for 60 days (ARI not due
+// either), and returns the configuration's path.
+func writeAtRestState(b *testing.B, dir string, n int) string {
+	b.Helper()
+	certPEM, keyPEM := selfSigned(b)
+	st, err := store.Open(filepath.Join(dir, "state"))
+	require.NoError(b, err)
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "storage: %s\noutput: {file: {directory: %s}}\n", strconv.Quote(filepath.Join(dir, "state")), strconv.Quote(filepath.Join(dir, "out")))
+	// Never contacted: nothing is due.
+	cfg.WriteString("resolvers:\n  ca:\n    caServer: https://127.0.0.1:1/dir\n    httpChallenge: {stateless: true}\ncertificates:\n")
+	now := time.Now()
+	for i := range n {
+		name := fmt.Sprintf("host%05d.rest.test", i)
+		fmt.Fprintf(&cfg, "  - domains: [%s]\n", name)
+		require.NoError(b, st.SaveCertificate(&store.Certificate{
+			Name: name, Resolver: "ca", Domains: []string{name},
+			CertPEM: certPEM, KeyPEM: keyPEM,
+			NotBefore: now.Add(-30 * 24 * time.Hour), NotAfter: now.Add(60 * 24 * time.Hour),
+			RenewAt: now.Add(30 * 24 * time.Hour), ARINextCheck: now.Add(6 * time.Hour), LastSuccess: now,
+		}))
+	}
+	path := filepath.Join(dir, "certfetch.yml")
+	require.NoError(b, os.WriteFile(path, []byte(cfg.String()), 0o600))
+	return path
+}
+
+func selfSigned(b *testing.B) (certPEM, keyPEM []byte) {
+	b.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(b, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rest.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(b, err)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(b, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+func waitFor(b *testing.B, n *notifySocket, prefix string) {
+	b.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !n.saw(prefix) {
+		require.True(b, time.Now().Before(deadline), "no %q from the daemon", prefix)
+		time.Sleep(5 * time.Millisecond) // polling another process's messages
+	}
+}
+
+// cpuSeconds is the process's user+system CPU time from /proc/<pid>/stat.
+func cpuSeconds(b *testing.B, pid int) float64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(b, err)
+	// Fields after the parenthesised command name; utime and stime are the
+	// 14th and 15th fields of the line, in clock ticks (100 per second).
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	utime, err := strconv.ParseFloat(fields[11], 64)
+	require.NoError(b, err)
+	stime, err := strconv.ParseFloat(fields[12], 64)
+	require.NoError(b, err)
+	return (utime + stime) / 100
+}
+
+func procStatusKB(b *testing.B, pid int, field string) int {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(b, err)
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, field); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			require.NoError(b, err)
+			return kb
+		}
+	}
+	b.Fatalf("%s not in /proc/%d/status", field, pid)
+	return 0
+}
