@@ -162,12 +162,12 @@ func (d *Daemon) Close() {
 	}
 }
 
-// Once makes one pass over all certificates: it asks the CA's renewal
-// information afresh, then resumes, issues or renews what is due. It returns
+// Once makes one pass over all certificates: it resumes, issues or renews
+// what is due (asking the CA's renewal information when it is due). It returns
 // the joined errors of the certificates that failed (an order still
 // processing at the CA counts: the next run resumes it).
 func (d *Daemon) Once(ctx context.Context) error {
-	_, err := d.pass(ctx, true)
+	_, err := d.pass(ctx)
 	return err
 }
 
@@ -177,7 +177,7 @@ func (d *Daemon) Once(ctx context.Context) error {
 // touch a certificate in service. Run returns nil when ctx ends.
 func (d *Daemon) Run(ctx context.Context, afterPass func(Summary)) error {
 	for {
-		next, err := d.pass(ctx, false)
+		next, err := d.pass(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -239,7 +239,7 @@ func (d *Daemon) Summary() Summary {
 // pass runs one attempt for every due certificate, at most the resolver's
 // maxConcurrentOrders at a time per resolver, and returns the earliest time a certificate needs
 // attention again.
-func (d *Daemon) pass(ctx context.Context, checkARI bool) (time.Time, error) {
+func (d *Daemon) pass(ctx context.Context) (time.Time, error) {
 	d.mu.Lock()
 	cfg, out, resolvers := d.cfg, d.out, d.resolvers
 	d.mu.Unlock()
@@ -261,7 +261,7 @@ func (d *Daemon) pass(ctx context.Context, checkARI bool) (time.Time, error) {
 				return
 			}
 			defer func() { <-r.slots }()
-			job := &job{d: d, cfg: cfg, cert: cert, r: r, out: out, checkARI: checkARI}
+			job := &job{d: d, cfg: cfg, cert: cert, r: r, out: out}
 			when, err := job.run(ctx)
 			mu.Lock()
 			defer mu.Unlock()

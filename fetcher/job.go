@@ -15,12 +15,11 @@ import (
 
 // job is one pass's work on one certificate.
 type job struct {
-	d        *Daemon
-	cfg      *config.Config
-	cert     *config.Certificate
-	r        *resolver
-	out      output.Publisher
-	checkARI bool
+	d    *Daemon
+	cfg  *config.Config
+	cert *config.Certificate
+	r    *resolver
+	out  output.Publisher
 }
 
 // run brings the certificate up to date if it is due, and returns when it
@@ -43,7 +42,7 @@ func (j *job) run(ctx context.Context) (time.Time, error) {
 		if rec.Unpublished {
 			return j.publish(rec, now)
 		}
-		if j.cfg.Renewal.ARI && (j.checkARI || !now.Before(rec.ARINextCheck)) {
+		if j.cfg.Renewal.ARI && !now.Before(rec.ARINextCheck) {
 			j.refreshRenewalInfo(ctx, rec, now)
 		}
 	}
