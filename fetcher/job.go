@@ -102,7 +102,7 @@ func (j *job) obtain(ctx context.Context, rec *store.Certificate, issued bool, n
 		return j.failed(rec, now, err)
 	}
 	rc := j.r.cfg
-	req := acme.Request{Names: j.cert.Domains, KeyType: acme.KeyType(j.cert.KeyType), Profile: rc.Profile, PreferredChain: rc.PreferredChain}
+	req := acme.Request{Names: j.cert.Domains, KeyType: j.cert.KeyType, Profile: rc.Profile, PreferredChain: rc.PreferredChain}
 	if issued && j.cfg.Renewal.ARI {
 		// Tells the CA which certificate this order replaces (RFC 9773 §5);
 		// a CA without ARI ignores the field.

@@ -81,7 +81,7 @@ func AccountKey(st *store.Store, rc *config.Resolver) (*store.Account, error) {
 	if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
-	key, err := acme.GenerateKey(acme.KeyType(rc.KeyType))
+	key, err := acme.GenerateKey(rc.KeyType)
 	if err != nil {
 		return nil, fmt.Errorf("resolver %s: %w", rc.Name, err)
 	}

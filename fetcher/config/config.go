@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/certfetch/certfetch/acme"
 )
 
 // Defaults. Each is applied when its key is absent.
@@ -64,16 +66,17 @@ const (
 	LogFormatJSON = "json"
 )
 
-// KeyType names a key algorithm and size, spelled as in Traefik's keyType.
-type KeyType string
+// KeyType names a key algorithm and size, spelled as in Traefik's keyType;
+// the ACME engine's type, so a configured value goes to it unconverted.
+type KeyType = acme.KeyType
 
 // Key types accepted for accounts and certificates.
 const (
-	EC256   KeyType = "EC256"
-	EC384   KeyType = "EC384"
-	RSA2048 KeyType = "RSA2048"
-	RSA3072 KeyType = "RSA3072"
-	RSA4096 KeyType = "RSA4096"
+	EC256   = acme.EC256
+	EC384   = acme.EC384
+	RSA2048 = acme.RSA2048
+	RSA3072 = acme.RSA3072
+	RSA4096 = acme.RSA4096
 )
 
 // keyTypes is the accepted spelling of every KeyType, in the order messages

@@ -2,7 +2,6 @@ package config_test
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -66,13 +65,12 @@ func TestLoadExample(t *testing.T) {
 	assert.Equal(t, config.EC384, internal.KeyType)
 	assert.Equal(t, []string{filepath.Join(testdata, "internal-root.pem")}, internal.CACertificates)
 	assert.False(t, internal.CASystemCertPool)
-	assert.True(t, onlyRoot(t, filepath.Join(testdata, "internal-root.pem")).Equal(internal.RootCAs))
 	assert.Equal(t, config.HTTPChallenge{Webroot: "/var/lib/certfetch-webroot"}, internal.HTTPChallenge)
 	assert.Equal(t, 5*time.Minute, internal.HTTP.ResponseHeaderTimeout)
 
 	le := cfg.Resolvers["letsencrypt"]
 	require.NotNil(t, le)
-	assert.Nil(t, le.RootCAs, "no caCertificates: the system roots")
+	assert.True(t, le.CASystemCertPool, "no caCertificates: the system roots")
 	assert.Equal(t, "classic", le.Profile)
 	assert.Equal(t, "ISRG Root X1", le.PreferredChain)
 
@@ -88,27 +86,14 @@ func TestLoadExample(t *testing.T) {
 	assert.InDelta(t, 0.33, cfg.Renewal.RemainingFraction, 1e-9)
 }
 
-// onlyRoot returns a pool holding the certificates of one PEM file.
-func onlyRoot(t *testing.T, path string) *x509.CertPool {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	require.True(t, pool.AppendCertsFromPEM(data))
-	return pool
-}
-
 func TestSystemPoolWithCACertificates(t *testing.T) {
 	t.Parallel()
 	cfg, err := config.Parse("certfetch.yml", []byte(minimal+
 		"    caCertificates: [../../testdata/certfetch/internal-root.pem]\n    caSystemCertPool: true\n"))
 	require.NoError(t, err)
 	r := cfg.Resolvers["ca"]
-	assert.True(t, r.CASystemCertPool)
-	system, err := x509.SystemCertPool()
-	require.NoError(t, err)
-	assert.False(t, system.Equal(r.RootCAs), "the private root is added to the system roots")
-	assert.False(t, onlyRoot(t, "../../testdata/certfetch/internal-root.pem").Equal(r.RootCAs), "the system roots are kept")
+	assert.True(t, r.CASystemCertPool, "set explicitly, the system roots are trusted besides the files")
+	assert.Len(t, r.CACertificates, 1)
 }
 
 func TestEffectiveTimeoutMostSpecificWins(t *testing.T) {

@@ -58,10 +58,6 @@ type Resolver struct {
 	// would be trusted) and to false otherwise, so a private CA's roots
 	// alone are trusted unless the user asks for more.
 	CASystemCertPool bool
-	// RootCAs is the pool to put in tls.Config.RootCAs: nil means the
-	// system roots (crypto/tls's own default); otherwise CACertificates,
-	// plus a copy of the system pool when CASystemCertPool is set.
-	RootCAs *x509.CertPool
 	// Profile is the ACME profile to request; empty for the CA's default.
 	Profile string
 	// PreferredChain is the issuer common name of the preferred chain.
@@ -236,9 +232,9 @@ func (d *decoder) hmac(n *yaml.Node, path, encoded, where string) (Secret, bool)
 	return NewSecret(base64.RawURLEncoding.EncodeToString(key)), true
 }
 
-// trust decodes caCertificates and caSystemCertPool and builds RootCAs.
+// trust decodes caCertificates (each file must hold a PEM certificate) and
+// caSystemCertPool. The ACME engine loads the files when it connects.
 func (d *decoder) trust(m fields, r *Resolver) {
-	var pem [][]byte
 	if c := m.get("caCertificates"); c != nil {
 		items, _ := d.list(c)
 		if c.value.Kind == yaml.SequenceNode && len(items) == 0 {
@@ -259,7 +255,6 @@ func (d *decoder) trust(m fields, r *Resolver) {
 				continue
 			}
 			r.CACertificates = append(r.CACertificates, p)
-			pem = append(pem, data)
 		}
 	}
 	r.CASystemCertPool = len(r.CACertificates) == 0
@@ -270,21 +265,6 @@ func (d *decoder) trust(m fields, r *Resolver) {
 			d.fail(sys.value, sys.path, "false without caCertificates would trust no CA")
 		}
 		r.CASystemCertPool = v
-	}
-	if len(pem) == 0 {
-		return
-	}
-	r.RootCAs = x509.NewCertPool()
-	if r.CASystemCertPool { // only set explicitly when there are PEM files
-		system, err := x509.SystemCertPool()
-		if err != nil {
-			d.fail(sys.value, sys.path, "cannot load the system roots: %v", err)
-			return
-		}
-		r.RootCAs = system
-	}
-	for _, p := range pem {
-		r.RootCAs.AppendCertsFromPEM(p)
 	}
 }
 
