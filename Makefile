@@ -4,11 +4,12 @@ GO       ?= go
 YAEGI    := $(GO) run github.com/traefik/yaegi/cmd/yaegi@v0.16.1
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
-.PHONY: test test-go test-yaegi test-plugin-loader lint bench fuzz
+.PHONY: test test-go test-yaegi test-plugin-loader test-e2e lint bench fuzz
 
 ## test: every test: the module, the plugin under `yaegi test`, and the nested
-## module that loads the plugin the way Traefik and the plugin catalog do.
-test: lint test-go test-yaegi test-plugin-loader
+## module that loads the plugin the way Traefik and the plugin catalog do,
+## and the end-to-end suite against a real Traefik (test-e2e).
+test: lint test-go test-yaegi test-plugin-loader test-e2e
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -25,6 +26,28 @@ test-yaegi:
 
 test-plugin-loader:
 	cd test/yaegi && $(GO) test ./...
+
+## test-e2e: the end-to-end suite (e2e/, build tag e2e) against a real
+## Traefik, built once from the Go module proxy by the nested module
+## test/traefik (about 6 min on 2 cores) and cached outside the tree; it is
+## rebuilt only when missing or when test/traefik/go.mod names another
+## version. TRAEFIK_BIN=/path/to/traefik uses an existing binary instead.
+TRAEFIK_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/traefik/traefik/v3" { print $$3 } \
+  $$1 == "github.com/traefik/traefik/v3" { print $$2 }' test/traefik/go.mod)
+TRAEFIK_CACHE  ?= $(abspath $(shell $(GO) env GOCACHE)/../certfetch-traefik)
+TRAEFIK_BIN    ?= $(TRAEFIK_CACHE)/traefik-$(TRAEFIK_VERSION)
+
+test-e2e: $(TRAEFIK_BIN)
+	$(GO) vet -tags e2e ./e2e/
+	TRAEFIK_BIN=$(TRAEFIK_BIN) $(GO) test -tags e2e -count=1 -parallel 16 -timeout 15m ./e2e/
+
+$(TRAEFIK_BIN):
+	@test -n "$(TRAEFIK_VERSION)" || { echo "no github.com/traefik/traefik/v3 version in test/traefik/go.mod"; exit 1; }
+	mkdir -p $(dir $@)
+	cd test/traefik && $(GO) build -trimpath \
+	  -ldflags "-X github.com/traefik/traefik/v3/pkg/version.Version=$(TRAEFIK_VERSION)" \
+	  -o $@.tmp github.com/traefik/traefik/v3/cmd/traefik
+	mv $@.tmp $@
 
 ## bench: interpreted versus compiled middleware, compared with benchstat.
 bench:

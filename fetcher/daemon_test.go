@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,31 +20,13 @@ import (
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/internal/sandbox"
 	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testsupport"
 )
-
-// clock is a settable time source: tests move it to make renewals due
-// without waiting weeks.
-type clock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.offset += d
-}
 
 type env struct {
 	sb    *sandbox.Sandbox
 	cfg   *config.Config
-	clock *clock
+	clock *testsupport.Clock
 }
 
 func newEnv(t *testing.T, ca testca.Options, timeout time.Duration, certs ...[]string) *env {
@@ -54,7 +34,7 @@ func newEnv(t *testing.T, ca testca.Options, timeout time.Duration, certs ...[]s
 	sb, cfg, err := sandbox.Start(sandbox.Options{Dir: t.TempDir(), CA: ca, Timeout: timeout}, certs...)
 	require.NoError(t, err)
 	t.Cleanup(sb.Close)
-	return &env{sb: sb, cfg: cfg, clock: &clock{}}
+	return &env{sb: sb, cfg: cfg, clock: &testsupport.Clock{}}
 }
 
 func (e *env) daemon(t *testing.T, cfg *config.Config) *fetcher.Daemon {
@@ -239,7 +219,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	}, []string{"eab.example.test"})
 	require.NoError(t, err)
 	t.Cleanup(sb.Close)
-	var logs syncBuffer
+	var logs testsupport.SyncBuffer
 	d, err := fetcher.New(cfg, sb.Store, fetcher.Options{Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	require.NoError(t, err)
 	t.Cleanup(d.Close)
@@ -248,21 +228,4 @@ func TestSecretsNeverLogged(t *testing.T) {
 	assert.Contains(t, logs.String(), "ordering certificate", "the debug log is not empty")
 	assert.NotContains(t, logs.String(), hmac)
 	assert.NotContains(t, logs.String(), hmac[:20])
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/certfetch/certfetch/internal/sandbox"
 	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testsupport"
 )
 
 // TestMain lets the test binary act as the certfetch binary for
@@ -70,24 +70,6 @@ func (n *notifySocket) saw(prefix string) bool {
 	return false
 }
 
-// syncBuffer is a bytes.Buffer safe for the child's output copier and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func get(t *testing.T, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -117,7 +99,7 @@ func TestRunDaemon(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "run", "--config", sb.ConfigPath)
 	cmd.Env = append(os.Environ(), "CERTFETCH_TEST_MAIN=1", "NOTIFY_SOCKET="+sock)
-	var stderr syncBuffer
+	var stderr testsupport.SyncBuffer
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)

@@ -48,11 +48,6 @@ const idLength = 16
 // pemName matches "<name>-<id>.crt" and "<name>-<id>.key" in certs/.
 var pemName = regexp.MustCompile(fmt.Sprintf(`^(.+)-[0-9a-f]{%d}\.(crt|key)$`, idLength))
 
-// yamlTemp matches renameio's temporary files for <name>.yml ("." + base +
-// digits), left behind when a writer is killed mid-write. Traefik ignores
-// them (their extension is not .yml), Prune deletes them.
-var yamlTemp = regexp.MustCompile(`^\..+\.yml[0-9]+$`)
-
 // FileOptions configure a FileOutput.
 type FileOptions struct {
 	// Directory is the directory Traefik's file provider watches. It is
@@ -189,7 +184,9 @@ func (o *FileOutput) Publish(name string, certPEM, keyPEM []byte) error {
 	if err != nil {
 		return fmt.Errorf("publish certificate %q: encode dynamic configuration: %w", name, err)
 	}
-	if err := atomicfile.Write(o.yamlPath(name), append([]byte(yamlHeader), body...), publicMode); err != nil {
+	// The temporary file goes to certs/, which Traefik does not watch: the
+	// rename is then the only event Traefik sees, after the content is whole.
+	if err := atomicfile.WriteVia(o.yamlPath(name), o.certs, append([]byte(yamlHeader), body...), publicMode); err != nil {
 		return fmt.Errorf("publish certificate %q: %w", name, err)
 	}
 	if previous != nil && *previous != next {
@@ -226,8 +223,8 @@ func (o *FileOutput) Remove(name string) error {
 
 // Prune implements Publisher: it deletes files in certs/ that no
 // <name>.yml references and that were superseded (or, for leftovers of an
-// interrupted write, written) at least the grace period before now, and
-// temporary YAML files as old.
+// interrupted write such as a temporary YAML file, written) at least the
+// grace period before now.
 func (o *FileOutput) Prune(now time.Time) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -253,16 +250,6 @@ func (o *FileOutput) Prune(now time.Time) error {
 			stale = append(stale, path)
 		}
 	}
-	removedCerts := len(stale)
-	top, err := os.ReadDir(o.dir)
-	if err != nil {
-		return fmt.Errorf("prune %s: %w", o.dir, err)
-	}
-	for _, e := range top {
-		if yamlTemp.MatchString(e.Name()) && o.expired(e, now) {
-			stale = append(stale, filepath.Join(o.dir, e.Name()))
-		}
-	}
 	var errs []error
 	for _, path := range stale {
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -271,11 +258,8 @@ func (o *FileOutput) Prune(now time.Time) error {
 		}
 		o.logger.Info("superseded file pruned", "path", path)
 	}
-	if removedCerts > 0 {
+	if len(stale) > 0 {
 		errs = append(errs, atomicfile.SyncDir(o.certs))
-	}
-	if len(stale) > removedCerts {
-		errs = append(errs, atomicfile.SyncDir(o.dir))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("prune %s: %w", o.dir, err)

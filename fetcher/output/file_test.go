@@ -150,12 +150,14 @@ func TestPruneLeftovers(t *testing.T) {
 	publishNew(t, o, dir, "a")
 	written := time.Now()
 
-	// Leftovers of a killed writer, and files that are not ours.
-	for _, name := range []string{".a.yml123456", "certs/.a-0123456789abcdef.key987", "certs/b-0123456789abcdef.crt", "routers.yml", ".hidden"} {
+	// Leftovers of a killed writer (temporary files live in certs/, which
+	// Traefik does not watch), and files in the watched directory that are
+	// not ours.
+	for _, name := range []string{"certs/.a.yml123456", "certs/.a-0123456789abcdef.key987", "certs/b-0123456789abcdef.crt", "routers.yml", ".hidden"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600))
 	}
 	require.NoError(t, o.Prune(written.Add(grace-time.Second)))
-	assert.Len(t, listDir(t, filepath.Join(dir, "certs")), 4, "leftovers are young")
+	assert.Len(t, listDir(t, filepath.Join(dir, "certs")), 5, "leftovers are young")
 
 	require.NoError(t, o.Prune(time.Now().Add(grace)))
 	assert.ElementsMatch(t, []string{"a.yml", "certs", "routers.yml", ".hidden"}, listDir(t, dir), "foreign files are kept")

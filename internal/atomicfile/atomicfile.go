@@ -21,8 +21,17 @@ import (
 // matches. A writer killed mid-write leaves such a file behind; callers that
 // care prune them.
 func Write(path string, data []byte, perm os.FileMode) error {
+	return WriteVia(path, filepath.Dir(path), data, perm)
+}
+
+// WriteVia is Write with the temporary file in tmpDir, which must be on the
+// same file system as path. It is for a directory something watches (such
+// as Traefik's file provider): creating the temporary file there would be an
+// event of its own, before the content is in place; with the temporary file
+// elsewhere the rename is the only event.
+func WriteVia(path, tmpDir string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
-	f, err := renameio.NewPendingFile(path, renameio.WithTempDir(dir), renameio.WithStaticPermissions(perm))
+	f, err := renameio.NewPendingFile(path, renameio.WithTempDir(tmpDir), renameio.WithStaticPermissions(perm))
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
