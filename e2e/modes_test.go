@@ -55,7 +55,7 @@ func TestPluginModesThroughTraefik(t *testing.T) {
 // assertRedirected checks that the redirect README configures is in force
 // for everything but the challenge path, so the challenges above really
 // went through allowACMEByPass and not around a missing redirect.
-func assertRedirected(t *testing.T, tr *traefik, domain string) {
+func assertRedirected(t testing.TB, tr *traefik, domain string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/some/page", tr.web), nil)
 	require.NoError(t, err)

@@ -164,7 +164,7 @@ func TestPassThroughIsTransparent(t *testing.T) {
 // dialHTTP1 opens a raw HTTP/1.1 connection over TLS to Traefik's websecure
 // entry point for requests http.Client cannot send (OPTIONS *, an Upgrade
 // followed by raw bytes). It is closed at test end.
-func dialHTTP1(t *testing.T, s *stack, host string) (*tls.Conn, *bufio.Reader) {
+func dialHTTP1(t testing.TB, s *stack, host string) (*tls.Conn, *bufio.Reader) {
 	t.Helper()
 	conn, err := tls.DialWithDialer(&netDialer, "tcp", fmt.Sprintf("127.0.0.1:%d", s.traefik.websecure),
 		&tls.Config{ServerName: host, RootCAs: s.roots, NextProtos: []string{"http/1.1"}})
@@ -216,7 +216,7 @@ type echoBackend struct {
 	streamDone atomic.Bool
 }
 
-func newEchoBackend(t *testing.T) *echoBackend {
+func newEchoBackend(t testing.TB) *echoBackend {
 	t.Helper()
 	b := &echoBackend{requests: make(chan seenRequest, 16), release: make(chan struct{})}
 	b.server = httptest.NewServer(http.HandlerFunc(b.serve))
@@ -285,7 +285,7 @@ func (b *echoBackend) upgrade(w http.ResponseWriter, r *http.Request) {
 }
 
 // last returns the request the backend received last, bounded in time.
-func (b *echoBackend) last(t *testing.T) seenRequest {
+func (b *echoBackend) last(t testing.TB) seenRequest {
 	t.Helper()
 	select {
 	case r := <-b.requests:

@@ -111,7 +111,7 @@ func (l *handshakeLoop) stop() {
 func (l *handshakeLoop) count() int64 { return l.n.Load() }
 
 // waitForCount waits until the loop has made n handshakes.
-func (l *handshakeLoop) waitForCount(t *testing.T, n int64) {
+func (l *handshakeLoop) waitForCount(t testing.TB, n int64) {
 	t.Helper()
 	require.Eventually(t, func() bool { return l.n.Load() >= n }, reloadTimeout, tick/10, "handshake loop stalled")
 }

@@ -78,7 +78,7 @@ func TestReportedSlowCA(t *testing.T) {
 }
 
 // newSlowStack is a thumbprint-mode stack against the reported CA.
-func newSlowStack(t *testing.T, domain string, timeout time.Duration) *stack {
+func newSlowStack(t testing.TB, domain string, timeout time.Duration) *stack {
 	t.Helper()
 	return newSiteStack(t, stackOptions{mode: thumbprintMode, ca: reportedCA, timeout: timeout, domains: []string{domain}},
 		http.NotFoundHandler())
@@ -90,7 +90,7 @@ func newSlowStack(t *testing.T, domain string, timeout time.Duration) *stack {
 // domain. The CA must exist before Traefik (static configuration) and dial
 // Traefik's web port, so the ports are picked first and the pair is
 // restarted if Traefik finds one taken.
-func startBuiltinResolver(t *testing.T, domain string) (*traefik, *testca.CA) {
+func startBuiltinResolver(t testing.TB, domain string) (*traefik, *testca.CA) {
 	t.Helper()
 	backend := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(backend.Close)

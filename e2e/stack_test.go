@@ -76,7 +76,7 @@ type stack struct {
 // web port), then configures certfetch and the plugin's dynamic file from
 // README's, and waits until Traefik routes challenges to the plugin. It
 // issues nothing: tests drive the daemon.
-func newStack(t *testing.T, opts stackOptions) *stack {
+func newStack(t testing.TB, opts stackOptions) *stack {
 	t.Helper()
 	s := &stack{opts: opts, dir: t.TempDir(), clock: &testsupport.Clock{}}
 	s.watchDir = filepath.Join(s.dir, "traefik-dynamic")
@@ -108,7 +108,7 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 // newSiteStack is a stack whose Traefik also has a TLS router on websecure
 // for the certificate's first domain, to a backend serving handler: without
 // a TLS router Traefik serves no certificate on that entry point.
-func newSiteStack(t *testing.T, opts stackOptions, handler http.Handler) *stack {
+func newSiteStack(t testing.TB, opts stackOptions, handler http.Handler) *stack {
 	t.Helper()
 	backend := httptest.NewServer(handler)
 	t.Cleanup(backend.Close)
@@ -120,7 +120,7 @@ func newSiteStack(t *testing.T, opts stackOptions, handler http.Handler) *stack 
 // daemon (in upstream mode it binds the responder the plugin forwards to),
 // then points the plugin at it (README's acme-challenge.yml with the mode's
 // setting) and waits until Traefik serves the plugin on the challenge path.
-func (s *stack) daemon(t *testing.T) *fetcher.Daemon {
+func (s *stack) daemon(t testing.TB) *fetcher.Daemon {
 	t.Helper()
 	rootFile, err := s.ca.WriteTLSRoot(s.dir)
 	require.NoError(t, err)
@@ -165,7 +165,7 @@ func (s *stack) daemon(t *testing.T) *fetcher.Daemon {
 
 // routeChallenges writes README's dynamic file with the plugin's settings
 // and waits until Traefik answers the challenge path with the plugin.
-func (s *stack) routeChallenges(t *testing.T, plugin map[string]any) {
+func (s *stack) routeChallenges(t testing.TB, plugin map[string]any) {
 	t.Helper()
 	s.writeChallengeRouter(t, plugin)
 	s.traefik.waitForPlugin(t)
@@ -178,7 +178,7 @@ func (s *stack) newDaemon(cfg *config.Config) (*fetcher.Daemon, error) {
 }
 
 // writeConfig writes and loads certfetch's configuration.
-func (s *stack) writeConfig(t *testing.T, rootFile, challenge string) *config.Config {
+func (s *stack) writeConfig(t testing.TB, rootFile, challenge string) *config.Config {
 	t.Helper()
 	var b strings.Builder
 	if s.opts.timeout > 0 {
@@ -200,7 +200,7 @@ func (s *stack) writeConfig(t *testing.T, rootFile, challenge string) *config.Co
 // writeChallengeRouter writes README's dynamic file (testdata/traefik/
 // certfetch/acme-challenge.yml) into the watched directory, with the
 // plugin's settings replaced by the mode's.
-func (s *stack) writeChallengeRouter(t *testing.T, plugin map[string]any) {
+func (s *stack) writeChallengeRouter(t testing.TB, plugin map[string]any) {
 	t.Helper()
 	cfg := readYAML(t, filepath.Join(repoRoot, "testdata", "traefik", "certfetch", "acme-challenge.yml"))
 	mw := mapAt(t, mapAt(t, mapAt(t, cfg, "http"), "middlewares"), middlewareName)
@@ -215,7 +215,7 @@ func (s *stack) name() string { return s.opts.domains[0] }
 
 // published returns the leaf certfetch published for Traefik: the PEM the
 // certificate's YAML in the watched directory points at.
-func (s *stack) published(t *testing.T) *x509.Certificate {
+func (s *stack) published(t testing.TB) *x509.Certificate {
 	t.Helper()
 	doc := readYAML(t, filepath.Join(s.watchDir, s.name()+".yml"))
 	certs, ok := mapAt(t, doc, "tls")["certificates"].([]any)
@@ -274,7 +274,7 @@ func (s *stack) httpsClient() *http.Client {
 
 // waitServed waits until Traefik presents want for domain on HTTPS, and
 // returns when it first did.
-func (s *stack) waitServed(t *testing.T, domain string, want *x509.Certificate) time.Time {
+func (s *stack) waitServed(t testing.TB, domain string, want *x509.Certificate) time.Time {
 	t.Helper()
 	var at time.Time
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
@@ -287,7 +287,7 @@ func (s *stack) waitServed(t *testing.T, domain string, want *x509.Certificate) 
 }
 
 // issuerRoots is the pool of the CA's issuing roots.
-func issuerRoots(t *testing.T, ca *testca.CA) *x509.CertPool {
+func issuerRoots(t testing.TB, ca *testca.CA) *x509.CertPool {
 	t.Helper()
 	pemRoots, err := ca.IssuerRootsPEM()
 	require.NoError(t, err)
@@ -298,7 +298,7 @@ func issuerRoots(t *testing.T, ca *testca.CA) *x509.CertPool {
 
 // once runs one daemon pass with a bound well above any deadline used here,
 // so a hung pass fails the test instead of the whole run.
-func once(t *testing.T, d *fetcher.Daemon) error {
+func once(t testing.TB, d *fetcher.Daemon) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -55,7 +55,7 @@ const repoRoot = ".."
 
 // traefikBinary returns $TRAEFIK_BIN. A missing binary is a failure, not a
 // skip: a suite that silently skips proves nothing.
-func traefikBinary(t *testing.T) string {
+func traefikBinary(t testing.TB) string {
 	t.Helper()
 	bin := os.Getenv("TRAEFIK_BIN")
 	require.NotEmpty(t, bin, "TRAEFIK_BIN must name the Traefik binary; run `make test-e2e`, which builds it")
@@ -98,7 +98,7 @@ var errPortTaken = errors.New("a port picked as free was taken before Traefik bo
 
 // startTraefik starts Traefik and waits until it answers its ping endpoint.
 // The process is killed at test end; its log is printed if the test failed.
-func startTraefik(t *testing.T, opts traefikOptions) *traefik {
+func startTraefik(t testing.TB, opts traefikOptions) *traefik {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		tr, err := tryStartTraefik(t, opts)
@@ -113,7 +113,7 @@ func startTraefik(t *testing.T, opts traefikOptions) *traefik {
 
 // tryStartTraefik makes one attempt; it returns errPortTaken when Traefik
 // exited because a port was in use.
-func tryStartTraefik(t *testing.T, opts traefikOptions) (*traefik, error) {
+func tryStartTraefik(t testing.TB, opts traefikOptions) (*traefik, error) {
 	t.Helper()
 	bin := traefikBinary(t)
 	tr := &traefik{dir: t.TempDir(), log: &testsupport.SyncBuffer{}, exited: make(chan struct{})}
@@ -182,7 +182,7 @@ func tryStartTraefik(t *testing.T, opts traefikOptions) (*traefik, error) {
 // instead of the catalog, DEBUG logs, ping for readiness, no phoning home.
 // Everything that decides routing (the redirect, allowACMEByPass, the file
 // provider's watch) is used as written.
-func staticConfig(t *testing.T, tr *traefik, opts traefikOptions) []byte {
+func staticConfig(t testing.TB, tr *traefik, opts traefikOptions) []byte {
 	t.Helper()
 	cfg := readYAML(t, filepath.Join(repoRoot, "testdata", "traefik", "traefik.yml"))
 
@@ -215,7 +215,7 @@ func staticConfig(t *testing.T, tr *traefik, opts traefikOptions) []byte {
 // copyPlugin copies what the plugin catalog and Traefik's local-plugin
 // loader read (the root package's non-test Go files, go.mod, .traefik.yml)
 // from the working tree, so the suite tests the code as it is now.
-func copyPlugin(t *testing.T, dst string) {
+func copyPlugin(t testing.TB, dst string) {
 	t.Helper()
 	require.NoError(t, os.MkdirAll(dst, 0o755))
 	entries, err := os.ReadDir(repoRoot)
@@ -242,7 +242,7 @@ func copyPlugin(t *testing.T, dst string) {
 // with 405 (Allow: GET, HEAD): Traefik's own 404 (no router yet), the
 // redirect's 301 (allowACMEByPass missing) or a 500 (middleware not loaded)
 // would each keep the wait going until it fails.
-func (tr *traefik) waitForPlugin(t *testing.T) {
+func (tr *traefik) waitForPlugin(t testing.TB) {
 	t.Helper()
 	url := fmt.Sprintf("http://127.0.0.1:%d/.well-known/acme-challenge/%s", tr.web, probeToken)
 	client := noRedirectClient()
@@ -259,7 +259,7 @@ func (tr *traefik) waitForPlugin(t *testing.T) {
 }
 
 // waitForLog waits until Traefik's log contains s and returns the line.
-func (tr *traefik) waitForLog(t *testing.T, s string, timeout time.Duration) string {
+func (tr *traefik) waitForLog(t testing.TB, s string, timeout time.Duration) string {
 	t.Helper()
 	var line string
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
@@ -287,7 +287,7 @@ func noRedirectClient() *http.Client {
 
 // freePorts returns n distinct loopback ports that were free a moment ago;
 // for processes that must bind themselves (callers retry on a bind failure).
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	ports := make([]int, 0, n)
 	var listeners []net.Listener
@@ -306,7 +306,7 @@ func freePorts(t *testing.T, n int) []int {
 }
 
 // readYAML decodes a YAML file into generic maps.
-func readYAML(t *testing.T, path string) map[string]any {
+func readYAML(t testing.TB, path string) map[string]any {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
@@ -317,7 +317,7 @@ func readYAML(t *testing.T, path string) map[string]any {
 
 // writeYAML writes v to path atomically (temporary file, rename), the way a
 // careful operator or certfetch replaces a file Traefik watches.
-func writeYAML(t *testing.T, path string, v any) {
+func writeYAML(t testing.TB, path string, v any) {
 	t.Helper()
 	data, err := yaml.Marshal(v)
 	require.NoError(t, err)
@@ -327,7 +327,7 @@ func writeYAML(t *testing.T, path string, v any) {
 }
 
 // mapAt returns m[key] as a map, failing the test if it is not one.
-func mapAt(t *testing.T, m map[string]any, key string) map[string]any {
+func mapAt(t testing.TB, m map[string]any, key string) map[string]any {
 	t.Helper()
 	v, ok := m[key].(map[string]any)
 	require.True(t, ok, "%q must be a mapping, got %T", key, m[key])
