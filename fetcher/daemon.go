@@ -5,6 +5,7 @@
 package fetcher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,7 +53,15 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Now is the clock; nil: time.Now. Tests move it to make renewals due.
 	Now func() time.Time
+	// LockTTL is the lease on a certificate while an instance works on it
+	// (shared stores); 0: DefaultLockTTL.
+	LockTTL time.Duration
 }
+
+// DefaultLockTTL: an instance renews its lease every TTL/3, so 30 s costs
+// one request per 10 s per order in flight, and a dead instance's
+// certificates wait at most 30 s for another instance.
+const DefaultLockTTL = 30 * time.Second
 
 // Daemon manages the certificates of one configuration. Its methods are safe
 // for concurrent use; Run and Once must not run at the same time.
@@ -61,6 +70,7 @@ type Daemon struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	now     func() time.Time
+	lockTTL time.Duration
 
 	mu        sync.Mutex
 	cfg       *config.Config
@@ -76,6 +86,7 @@ func New(cfg *config.Config, st *store.Store, opts Options) (*Daemon, error) {
 		log:     opts.Logger,
 		metrics: opts.Metrics,
 		now:     opts.Now,
+		lockTTL: cmp.Or(opts.LockTTL, DefaultLockTTL),
 		wake:    make(chan struct{}, 1),
 	}
 	if d.log == nil {

@@ -25,9 +25,56 @@ type job struct {
 // run brings the certificate up to date if it is due, and returns when it
 // needs attention next. A failure is recorded in the state and returned; the
 // certificate in service is left alone.
+//
+// On a shared store the job first takes the certificate's lease, so that
+// one instance at a time works on it; a certificate another instance holds
+// is skipped (not a failure) and looked at again after one lease TTL. The
+// attempt is cancelled when the lease is lost, and the store refuses the
+// writes made under a lost lease.
 func (j *job) run(ctx context.Context) (time.Time, error) {
 	now := j.d.now()
-	rec, err := j.d.store.LoadCertificate(j.cert.Name)
+	lease, err := j.d.store.TryLock(ctx, "certificates/"+j.cert.Name, j.d.lockTTL)
+	if errors.Is(err, store.ErrLocked) {
+		return now.Add(j.d.lockTTL), nil
+	}
+	if err != nil {
+		return now.Add(backoffBase), fmt.Errorf("lock: %w", err)
+	}
+	defer j.release(ctx, lease)
+	ctx, cancel := context.WithCancel(store.WithLease(ctx, lease))
+	defer cancel()
+	go func() {
+		select {
+		case <-lease.Lost():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	next, err := j.locked(ctx, now)
+	if lease.Err() != nil {
+		// Another instance may own the certificate now: its state wins.
+		j.d.log.Warn("lease lost; leaving the certificate to the instance that holds it", "name", j.cert.Name, "err", lease.Err())
+		return now.Add(j.d.lockTTL), nil
+	}
+	return next, err
+}
+
+// releaseTimeout bounds giving a lease back; an unreleased lease expires by
+// itself after its TTL.
+const releaseTimeout = 5 * time.Second
+
+func (j *job) release(ctx context.Context, lease *store.Lease) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if err := lease.Release(ctx); err != nil && !errors.Is(err, store.ErrLeaseLost) {
+		j.d.log.Warn("release lease", "name", j.cert.Name, "err", err)
+	}
+}
+
+// locked is run's work under the certificate's lease.
+func (j *job) locked(ctx context.Context, now time.Time) (time.Time, error) {
+	rec, err := j.d.store.LoadCertificateContext(ctx, j.cert.Name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		rec = &store.Certificate{Name: j.cert.Name}
@@ -40,7 +87,7 @@ func (j *job) run(ctx context.Context) (time.Time, error) {
 	if issued {
 		j.d.metrics.SetCertificate(rec.Name, rec.NotAfter)
 		if rec.Unpublished {
-			return j.publish(rec, now)
+			return j.publish(ctx, rec, now)
 		}
 		if j.cfg.Renewal.ARI && !now.Before(rec.ARINextCheck) {
 			j.refreshRenewalInfo(ctx, rec, now)
@@ -88,7 +135,7 @@ func (j *job) refreshRenewalInfo(ctx context.Context, rec *store.Certificate, no
 	if err != nil {
 		j.d.log.Debug("no renewal information; renewing by lifetime", "name", rec.Name, "err", err)
 	}
-	if err := j.d.store.SaveCertificate(rec); err != nil {
+	if err := j.d.store.SaveCertificateContext(ctx, rec); err != nil {
 		j.d.log.Error("save certificate state", "name", rec.Name, "err", err)
 	}
 }
@@ -99,7 +146,7 @@ func (j *job) obtain(ctx context.Context, rec *store.Certificate, issued bool, n
 	timeout := j.cfg.EffectiveTimeout(j.cert)
 	client, err := j.r.acmeClient(ctx)
 	if err != nil {
-		return j.failed(rec, now, err)
+		return j.failed(ctx, rec, now, err)
 	}
 	rc := j.r.cfg
 	req := acme.Request{Names: j.cert.Domains, KeyType: j.cert.KeyType, Profile: rc.Profile, PreferredChain: rc.PreferredChain}
@@ -124,10 +171,10 @@ func (j *job) obtain(ctx context.Context, rec *store.Certificate, issued bool, n
 			wait := min(max(pending.RetryAfter, pendingRetryMin), pendingRetryMax)
 			log.Warn("deadline passed; the order stays alive at the CA and is resumed", "order", pending.OrderURL, "status", pending.Status, "resumeIn", wait)
 			rec.LastError, rec.LastAttempt, rec.RetryAt = err.Error(), now, j.d.now().Add(wait)
-			return rec.RetryAt, errors.Join(err, j.d.store.SaveCertificate(rec))
+			return rec.RetryAt, errors.Join(err, j.d.store.SaveCertificateContext(ctx, rec))
 		}
 		j.d.metrics.ObserveIssuance(j.cert.Resolver, "failure", took)
-		return j.failed(rec, now, err)
+		return j.failed(ctx, rec, now, err)
 	}
 	j.d.metrics.ObserveIssuance(j.cert.Resolver, "success", took)
 	log.Info("certificate issued", "notAfter", got.Leaf.NotAfter, "took", took.Round(time.Millisecond))
@@ -143,19 +190,19 @@ func (j *job) obtain(ctx context.Context, rec *store.Certificate, issued bool, n
 	rec.Unpublished = true
 	// Saved before publishing: a crash in between re-publishes this
 	// certificate instead of ordering another.
-	if err := j.d.store.SaveCertificate(rec); err != nil {
+	if err := j.d.store.SaveCertificateContext(ctx, rec); err != nil {
 		return now.Add(backoffBase), fmt.Errorf("save issued certificate: %w", err)
 	}
-	return j.publish(rec, now)
+	return j.publish(ctx, rec, now)
 }
 
 // publish hands the stored certificate to the output.
-func (j *job) publish(rec *store.Certificate, now time.Time) (time.Time, error) {
+func (j *job) publish(ctx context.Context, rec *store.Certificate, now time.Time) (time.Time, error) {
 	if err := j.out.Publish(rec.Name, rec.CertPEM, rec.KeyPEM); err != nil {
-		return j.failed(rec, now, fmt.Errorf("publish: %w", err))
+		return j.failed(ctx, rec, now, fmt.Errorf("publish: %w", err))
 	}
 	rec.Unpublished = false
-	if err := j.d.store.SaveCertificate(rec); err != nil {
+	if err := j.d.store.SaveCertificateContext(ctx, rec); err != nil {
 		return now.Add(backoffBase), fmt.Errorf("save certificate state: %w", err)
 	}
 	j.d.metrics.SetCertificate(rec.Name, rec.NotAfter)
@@ -165,12 +212,12 @@ func (j *job) publish(rec *store.Certificate, now time.Time) (time.Time, error) 
 
 // failed records a failed attempt and schedules the next one: exponential
 // back-off, never sooner than the CA's Retry-After.
-func (j *job) failed(rec *store.Certificate, now time.Time, err error) (time.Time, error) {
+func (j *job) failed(ctx context.Context, rec *store.Certificate, now time.Time, err error) (time.Time, error) {
 	j.d.metrics.Failure(j.cert.Resolver, failureReason(err))
 	rec.Failures++
 	rec.LastError, rec.LastAttempt = err.Error(), now
 	rec.RetryAt = now.Add(max(backoff(rec.Failures), retryAfter(err)))
 	j.d.log.Error("certificate attempt failed; the certificate in service is kept", "name", rec.Name,
 		"failures", rec.Failures, "retryAt", rec.RetryAt, "err", err)
-	return rec.RetryAt, errors.Join(err, j.d.store.SaveCertificate(rec))
+	return rec.RetryAt, errors.Join(err, j.d.store.SaveCertificateContext(ctx, rec))
 }

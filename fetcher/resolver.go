@@ -85,8 +85,10 @@ func AccountKey(st *store.Store, rc *config.Resolver) (*store.Account, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolver %s: %w", rc.Name, err)
 	}
-	acct = &store.Account{Directory: rc.CAServer, KeyPEM: acme.MarshalKey(key)}
-	if err := st.SaveAccount(rc.Name, acct); err != nil {
+	// CreateAccount, not SaveAccount: instances sharing a store that start
+	// together must agree on one key, hence on one thumbprint for the plugin.
+	acct, err = st.CreateAccount(context.Background(), rc.Name, &store.Account{Directory: rc.CAServer, KeyPEM: acme.MarshalKey(key)})
+	if err != nil {
 		return nil, fmt.Errorf("resolver %s: save account key: %w", rc.Name, err)
 	}
 	return acct, nil

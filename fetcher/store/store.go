@@ -1,16 +1,55 @@
-// Package store keeps certfetch's private state in a directory on the local
-// file system:
+// Package store keeps certfetch's private state: ACME accounts, the order
+// journal (acme.Journal) and issued certificates. It sits on one of three
+// backends with the same record layout:
+//
+//	accounts/<resolver>-<ca>   ACME account key and URL
+//	orders/<request key>       the order journal (acme.Record)
+//	certificates/<name>        issued certificate, key and schedule
+//
+// The file backend (Open) keeps them in a directory on the local file
+// system:
 //
 //	<dir>/                       0700
 //	  lock                       held by `certfetch run` and `certfetch once`
-//	  accounts/<resolver>-<ca>.json   ACME account key and URL        0600
-//	  orders/<request key>.json  the order journal (acme.Record)       0600
-//	  certificates/<name>.json   issued certificate, key and schedule  0600
+//	  accounts/<name>.json       0600
+//	  orders/<key>.json          0600
+//	  certificates/<name>.json   0600
 //
 // Every write is atomic (temp file, fsync, rename, fsync dir): a crash leaves
 // the old record or the new one. Records hold private keys; the files are
-// readable by certfetch's user only. A Store is safe for concurrent use by
-// goroutines that work on distinct names and keys.
+// readable by certfetch's user only.
+//
+// The Redis (OpenRedis) and etcd (OpenEtcd) backends keep the same records
+// as JSON values under a key prefix ("certfetch/" by default), so that several
+// certfetch instances share one state: they divide the certificates between
+// them with per-certificate leases (TryLock) and any of them reads the status
+// of all. Locks live beside the records: <prefix>locks/<name> (and, on
+// Redis, the fencing counters <prefix>fence/<name> and the directory
+// indexes <prefix>index/<dir>).
+//
+// Private keys at rest (account keys, certificate keys, the keys of orders
+// in flight) are PEM inside the JSON records, not encrypted by certfetch:
+//   - file: readable by certfetch's user only (files 0600, directories
+//     0700), and by root; backups and disk images carry them in clear.
+//   - Redis and etcd: protected only by the server. Anyone who can read the
+//     prefix (a Redis ACL user with access to its keys, an etcd user with a
+//     read role on the prefix, the server's operators, its dump/AOF/snapshot
+//     files and backups) can read every key. Give certfetch its own user
+//     restricted to the prefix (Redis: ACL "~certfetch/*" with the commands
+//     it uses, including EVALSHA/EVAL; etcd: a role with readwrite on the
+//     prefix), use TLS (RedisOptions.TLS, https etcd endpoints) so keys do
+//     not cross the network in clear, and protect the server's data
+//     directory and backups like the keys themselves.
+//
+// Durability: a file write is on disk when it returns. A Redis write is as
+// durable as the server's persistence (appendonly yes with appendfsync
+// always or everysec is recommended; replication is asynchronous, so a
+// failover can lose the latest writes, locks included). An etcd write is
+// committed by a Raft majority when it returns.
+//
+// A Store is safe for concurrent use by goroutines that work on distinct
+// names and keys. Two goroutines (or instances) writing the same record must
+// hold its certificate's lease (TryLock) and write with WithLease.
 package store
 
 import (
@@ -20,22 +59,33 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/certfetch/certfetch/acme"
-	"github.com/certfetch/certfetch/internal/atomicfile"
 )
 
 // ErrNotFound is returned (wrapped) when a record does not exist.
 var ErrNotFound = errors.New("not found")
 
-// ErrLocked is returned by Lock when another certfetch process holds the store.
+// ErrLocked is returned (wrapped) by Lock when another certfetch process
+// holds the state directory, and by TryLock when another holder has the
+// lock (then errors.As finds a *LockedError naming the holder).
 var ErrLocked = errors.New("another certfetch process holds the state directory")
+
+// ErrLeaseLost is returned (wrapped) by a write made under a lease
+// (WithLease) that no longer holds its lock: it expired, was released, or
+// another instance took the lock. The write did not happen.
+var ErrLeaseLost = errors.New("lease lost: the lock is no longer held, another instance may hold it")
+
+// ErrUnavailable is returned (wrapped, beside the client's error) when a
+// Redis or etcd server cannot be reached or did not answer within the
+// operation timeout. The operation may be retried once the server is back;
+// a write that failed this way may or may not have happened.
+var ErrUnavailable = errors.New("storage backend unavailable")
 
 const (
 	dirMode    os.FileMode = 0o700
@@ -47,32 +97,52 @@ const (
 	lockFile        = "lock"
 )
 
-// Store is a state directory.
+// Store is certfetch's state on one backend.
 type Store struct {
-	dir string
+	dir string // file backend only
+	b   backend
 }
 
 // Open creates dir and its subdirectories (mode 0700) when missing and
-// returns the Store. It does not take the lock.
+// returns the Store on the file backend. It does not take the lock.
 func Open(dir string) (*Store, error) {
-	for _, sub := range []string{"", accountsDir, ordersDir, certificatesDir} {
-		path := filepath.Join(dir, sub)
-		if err := os.MkdirAll(path, dirMode); err != nil {
-			return nil, fmt.Errorf("open state directory %s: %w", dir, err)
-		}
+	b, err := openFile(dir)
+	if err != nil {
+		return nil, err
 	}
-	return &Store{dir: dir}, nil
+	return &Store{dir: dir, b: b}, nil
 }
 
-// Dir returns the state directory.
+// Dir returns the state directory; empty for the Redis and etcd backends.
 func (s *Store) Dir() string { return s.dir }
+
+// String names the backend and where it keeps the records, for logs and
+// status output. It never contains credentials.
+func (s *Store) String() string { return s.b.String() }
+
+// Shared reports whether other certfetch instances may use the same state
+// at the same time (Redis and etcd), so that certificates must be locked
+// with TryLock across instances rather than by Lock.
+func (s *Store) Shared() bool { return s.dir == "" }
+
+// Close releases the backend's connections. Leases still held stop being
+// renewed and expire on the server after their TTL; their Lost channels
+// close. A closed Store must not be used.
+func (s *Store) Close() error { return s.b.Close() }
 
 // Lock takes an exclusive, non-blocking lock on the state directory, so that
 // `run` and `once` (say, a daemon and a timer left enabled by mistake) never
 // work on the same orders at once. The lock is released by the returned
 // function or when the process dies. It returns an error wrapping ErrLocked
 // when another process holds it.
+//
+// On the Redis and etcd backends Lock does nothing and always succeeds:
+// instances are meant to share those stores and coordinate per certificate
+// with TryLock.
 func (s *Store) Lock() (unlock func() error, err error) {
+	if s.dir == "" {
+		return func() error { return nil }, nil
+	}
 	path := filepath.Join(s.dir, lockFile)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, recordMode)
 	if err != nil {
@@ -88,35 +158,78 @@ func (s *Store) Lock() (unlock func() error, err error) {
 	return f.Close, nil
 }
 
-func (s *Store) read(sub, name string, v any) error {
-	path := filepath.Join(s.dir, sub, name+".json")
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("read %s: %w", path, ErrNotFound)
+// MinLeaseTTL is the shortest TTL TryLock accepts: a lease is renewed every
+// TTL/3, and a third of 100 ms is about the least that still leaves room for
+// a round trip to a server on the same network.
+const MinLeaseTTL = 100 * time.Millisecond
+
+// TryLock takes the lease-based lock called name without waiting (certfetch
+// names certificate locks "certificates/<name>"). It returns an error wrapping
+// ErrLocked, with a *LockedError naming the holder, when another holder has
+// it, and ErrUnavailable when the backend cannot be reached.
+//
+// The lease expires ttl after its last renewal unless renewed; it is renewed
+// in the background until Release, and its Lost channel closes when a renewal
+// finds the lock gone or taken, or cannot reach the server before the lease
+// would expire. ttl must be at least MinLeaseTTL; certfetch's daemon wants
+// tens of seconds (a dead instance's certificates wait that long for another
+// instance). Every lease of a name gets a higher Token than the leases
+// before it. On the file backend the lock is held in this process's memory
+// (the directory is already reserved for one process by Lock) and never
+// expires; ttl is ignored there.
+//
+// A TryLock that fails with ErrUnavailable may still have taken the lock on
+// the server (the reply was lost); the lock then expires after ttl.
+func (s *Store) TryLock(ctx context.Context, name string, ttl time.Duration) (*Lease, error) {
+	if name == "" {
+		return nil, errors.New("try lock: empty lock name")
 	}
+	if ttl < MinLeaseTTL {
+		return nil, fmt.Errorf("try lock %s: ttl %s is shorter than %s", name, ttl, MinLeaseTTL)
+	}
+	return s.b.TryLock(ctx, name, ttl)
+}
+
+func (s *Store) read(ctx context.Context, dir, name string, v any) error {
+	key := dir + "/" + name
+	data, err := s.b.Get(ctx, key)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
+		return err
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
+		return fmt.Errorf("decode %s on %s: %w", key, s.b, err)
 	}
 	return nil
 }
 
-func (s *Store) write(sub, name string, v any) error {
+func (s *Store) write(ctx context.Context, dir, name string, v any) error {
+	key := dir + "/" + name
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return fmt.Errorf("encode %s/%s: %w", sub, name, err)
+		return fmt.Errorf("encode %s: %w", key, err)
 	}
-	return atomicfile.Write(filepath.Join(s.dir, sub, name+".json"), data, recordMode)
+	return s.b.Put(ctx, key, data)
 }
 
-func (s *Store) remove(sub, name string) error {
-	path := filepath.Join(s.dir, sub, name+".json")
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", path, err)
+func (s *Store) remove(ctx context.Context, dir, name string) error {
+	key := dir + "/" + name
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
 	}
-	return atomicfile.SyncDir(filepath.Join(s.dir, sub))
+	return s.b.Delete(ctx, key)
+}
+
+// checkName refuses names that would escape their directory or collide with
+// temporary files: record names come from configuration and hashes, never
+// from the network, so this is a guard against bugs.
+func checkName(name string) error {
+	if name == "" || name[0] == '.' || slices.Contains([]byte(name), '/') || slices.Contains([]byte(name), 0) {
+		return fmt.Errorf("invalid record name %q", name)
+	}
+	return nil
 }
 
 // Account is an ACME account at one CA.
@@ -139,8 +252,13 @@ func accountName(resolver, directory string) string {
 // LoadAccount returns the account of resolver at directory, or an error
 // wrapping ErrNotFound.
 func (s *Store) LoadAccount(resolver, directory string) (*Account, error) {
+	return s.LoadAccountContext(context.Background(), resolver, directory)
+}
+
+// LoadAccountContext is LoadAccount bounded by ctx.
+func (s *Store) LoadAccountContext(ctx context.Context, resolver, directory string) (*Account, error) {
 	var a Account
-	if err := s.read(accountsDir, accountName(resolver, directory), &a); err != nil {
+	if err := s.read(ctx, accountsDir, accountName(resolver, directory), &a); err != nil {
 		return nil, err
 	}
 	return &a, nil
@@ -148,7 +266,35 @@ func (s *Store) LoadAccount(resolver, directory string) (*Account, error) {
 
 // SaveAccount stores a (a.Directory names the CA).
 func (s *Store) SaveAccount(resolver string, a *Account) error {
-	return s.write(accountsDir, accountName(resolver, a.Directory), a)
+	return s.SaveAccountContext(context.Background(), resolver, a)
+}
+
+// SaveAccountContext is SaveAccount bounded by ctx; a lease in ctx
+// (WithLease) fences the write.
+func (s *Store) SaveAccountContext(ctx context.Context, resolver string, a *Account) error {
+	return s.write(ctx, accountsDir, accountName(resolver, a.Directory), a)
+}
+
+// CreateAccount stores a unless resolver already has an account at
+// a.Directory, and returns the account in the store: a, or the one another
+// instance or process stored first (then a's key must be discarded). Two
+// instances sharing a store that generate a key at the same time thus agree
+// on one account key, hence on one thumbprint for the plugin. The check and
+// the write are one atomic step on every backend.
+func (s *Store) CreateAccount(ctx context.Context, resolver string, a *Account) (*Account, error) {
+	name := accountName(resolver, a.Directory)
+	data, err := json.MarshalIndent(a, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode %s/%s: %w", accountsDir, name, err)
+	}
+	created, err := s.b.Create(ctx, accountsDir+"/"+name, data)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		return a, nil
+	}
+	return s.LoadAccountContext(ctx, resolver, a.Directory)
 }
 
 // Certificate is what certfetch knows about one configured certificate.
@@ -183,27 +329,76 @@ type Certificate struct {
 
 // LoadCertificate returns the record of name, or an error wrapping ErrNotFound.
 func (s *Store) LoadCertificate(name string) (*Certificate, error) {
+	return s.LoadCertificateContext(context.Background(), name)
+}
+
+// LoadCertificateContext is LoadCertificate bounded by ctx.
+func (s *Store) LoadCertificateContext(ctx context.Context, name string) (*Certificate, error) {
 	var c Certificate
-	if err := s.read(certificatesDir, name, &c); err != nil {
+	if err := s.read(ctx, certificatesDir, name, &c); err != nil {
 		return nil, err
 	}
 	return &c, nil
 }
 
-// SaveCertificate stores c under c.Name.
+// SaveCertificate stores c under c.Name, unfenced. Writers that hold the
+// certificate's lease use SaveCertificateContext with WithLease.
 func (s *Store) SaveCertificate(c *Certificate) error {
-	return s.write(certificatesDir, c.Name, c)
+	return s.SaveCertificateContext(context.Background(), c)
 }
 
-// Journal returns the order journal, backed by orders/<key>.json.
+// SaveCertificateContext stores c under c.Name. When ctx carries a lease
+// (WithLease), the write happens only if the lease still holds its lock,
+// checked atomically with the write on Redis and etcd; otherwise it returns
+// an error wrapping ErrLeaseLost and the stored record is untouched.
+func (s *Store) SaveCertificateContext(ctx context.Context, c *Certificate) error {
+	return s.write(ctx, certificatesDir, c.Name, c)
+}
+
+// DeleteCertificateContext removes the record of name (fenced like
+// SaveCertificateContext); a missing record is not an error.
+func (s *Store) DeleteCertificateContext(ctx context.Context, name string) error {
+	return s.remove(ctx, certificatesDir, name)
+}
+
+// Certificates returns every certificate record in the store, sorted by
+// name: with a shared store, those of every instance.
+func (s *Store) Certificates(ctx context.Context) ([]*Certificate, error) {
+	return loadAll(ctx, s, certificatesDir, s.LoadCertificateContext)
+}
+
+// loadAll loads every record in dir with load, skipping the ones deleted
+// since the listing (another instance finished an order, say).
+func loadAll[T any](ctx context.Context, s *Store, dir string, load func(context.Context, string) (T, error)) ([]T, error) {
+	keys, err := s.b.List(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	var recs []T
+	for _, key := range keys {
+		rec, err := load(ctx, key[len(dir)+1:])
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, rec)
+	}
+	return recs, nil
+}
+
+// Journal returns the order journal, backed by orders/<key>. Save and Delete
+// are fenced by a lease in their context (WithLease): the engine passes
+// context.WithoutCancel of the Obtain context, which keeps the lease.
 func (s *Store) Journal() acme.Journal { return journal{s} }
 
 type journal struct{ s *Store }
 
 // Load implements acme.Journal.
-func (j journal) Load(_ context.Context, key string) (*acme.Record, error) {
+func (j journal) Load(ctx context.Context, key string) (*acme.Record, error) {
 	var rec acme.Record
-	if err := j.s.read(ordersDir, key, &rec); err != nil {
+	if err := j.s.read(ctx, ordersDir, key, &rec); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return nil, fmt.Errorf("%w: %w", acme.ErrNoRecord, err)
 		}
@@ -212,33 +407,23 @@ func (j journal) Load(_ context.Context, key string) (*acme.Record, error) {
 	return &rec, nil
 }
 
-// Save implements acme.Journal: durable before it returns.
-func (j journal) Save(_ context.Context, rec *acme.Record) error {
-	return j.s.write(ordersDir, rec.Key, rec)
+// Save implements acme.Journal: durable before it returns (on Redis, as
+// durable as its persistence settings make it).
+func (j journal) Save(ctx context.Context, rec *acme.Record) error {
+	return j.s.write(ctx, ordersDir, rec.Key, rec)
 }
 
 // Delete implements acme.Journal.
-func (j journal) Delete(_ context.Context, key string) error {
-	return j.s.remove(ordersDir, key)
+func (j journal) Delete(ctx context.Context, key string) error {
+	return j.s.remove(ctx, ordersDir, key)
 }
 
 // Orders returns the journaled orders: the orders alive at CAs.
 func (s *Store) Orders() ([]*acme.Record, error) {
-	entries, err := os.ReadDir(filepath.Join(s.dir, ordersDir))
-	if err != nil {
-		return nil, fmt.Errorf("list orders: %w", err)
-	}
-	var recs []*acme.Record
-	for _, e := range entries {
-		key, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || strings.HasPrefix(key, ".") {
-			continue
-		}
-		rec, err := s.Journal().Load(context.Background(), key)
-		if err != nil {
-			return nil, err
-		}
-		recs = append(recs, rec)
-	}
-	return recs, nil
+	return s.OrdersContext(context.Background())
+}
+
+// OrdersContext is Orders bounded by ctx.
+func (s *Store) OrdersContext(ctx context.Context) ([]*acme.Record, error) {
+	return loadAll(ctx, s, ordersDir, s.Journal().Load)
 }
