@@ -144,7 +144,7 @@ func (s *stack) daemon(t testing.TB) *fetcher.Daemon {
 		}
 		s.cfg = s.writeConfig(t, rootFile, challenge)
 		if s.store == nil {
-			s.store, err = store.Open(s.cfg.Storage)
+			s.store, err = store.Open(s.cfg.Storage.Directory)
 			require.NoError(t, err)
 		}
 		d, err = s.newDaemon(s.cfg)

@@ -7,6 +7,7 @@ package fetcher
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,14 +55,9 @@ type Options struct {
 	// Now is the clock; nil: time.Now. Tests move it to make renewals due.
 	Now func() time.Time
 	// LockTTL is the lease on a certificate while an instance works on it
-	// (shared stores); 0: DefaultLockTTL.
+	// (shared stores); 0: config.DefaultLockTTL.
 	LockTTL time.Duration
 }
-
-// DefaultLockTTL: an instance renews its lease every TTL/3, so 30 s costs
-// one request per 10 s per order in flight, and a dead instance's
-// certificates wait at most 30 s for another instance.
-const DefaultLockTTL = 30 * time.Second
 
 // Daemon manages the certificates of one configuration. Its methods are safe
 // for concurrent use; Run and Once must not run at the same time.
@@ -74,7 +70,8 @@ type Daemon struct {
 
 	mu        sync.Mutex
 	cfg       *config.Config
-	out       output.Publisher
+	out       output.PublishCloser
+	pubs      *publications // what out has been given, by this process
 	resolvers map[string]*resolver
 	wake      chan struct{}
 }
@@ -86,7 +83,7 @@ func New(cfg *config.Config, st *store.Store, opts Options) (*Daemon, error) {
 		log:     opts.Logger,
 		metrics: opts.Metrics,
 		now:     opts.Now,
-		lockTTL: cmp.Or(opts.LockTTL, DefaultLockTTL),
+		lockTTL: cmp.Or(opts.LockTTL, config.DefaultLockTTL),
 		wake:    make(chan struct{}, 1),
 	}
 	if d.log == nil {
@@ -104,12 +101,7 @@ func New(cfg *config.Config, st *store.Store, opts Options) (*Daemon, error) {
 // apply installs cfg: resolvers whose settings changed are rebuilt, and the
 // outputs of certificates no longer configured are removed.
 func (d *Daemon) apply(cfg *config.Config) error {
-	out, err := output.NewFileOutput(output.FileOptions{
-		Directory:         cfg.Output.File.Directory,
-		GracePeriod:       cfg.Output.File.GracePeriod,
-		GroupReadableKeys: cfg.Output.File.GroupReadableKeys,
-		Logger:            d.log,
-	})
+	out, err := output.New(cfg.Output, d.log)
 	if err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
@@ -121,15 +113,25 @@ func (d *Daemon) apply(cfg *config.Config) error {
 		}
 		r, err := newResolver(rc, d.store, d.log, d.metrics)
 		if err != nil {
+			closeAll(out, resolvers, d.resolvers)
 			return err
 		}
 		resolvers[name] = r
 	}
 
 	d.mu.Lock()
-	oldCfg, oldResolvers := d.cfg, d.resolvers
-	d.cfg, d.out, d.resolvers = cfg, out, resolvers
+	oldCfg, oldOut, oldResolvers := d.cfg, d.out, d.resolvers
+	d.cfg, d.out, d.pubs, d.resolvers = cfg, out, newPublications(), resolvers
 	d.mu.Unlock()
+
+	if oldOut != nil {
+		// A publication of the pass in flight may fail with the closed
+		// output; the certificate stays marked unpublished and is published
+		// on the next pass.
+		if err := oldOut.Close(); err != nil {
+			d.log.Warn("close the previous output", "err", err)
+		}
+	}
 
 	for name, r := range oldResolvers {
 		if resolvers[name] != r {
@@ -164,12 +166,24 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 	return nil
 }
 
-// Close releases the resolvers' listeners.
+// Close releases the resolvers' listeners and the outputs' connections.
 func (d *Daemon) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, r := range d.resolvers {
-		r.close()
+	closeAll(d.out, d.resolvers, nil)
+}
+
+// closeAll closes out and the resolvers of built that are not in keep (a
+// failed apply closes what it built, but not what the running
+// configuration still uses).
+func closeAll(out output.PublishCloser, built, keep map[string]*resolver) {
+	if out != nil {
+		_ = out.Close()
+	}
+	for name, r := range built {
+		if keep[name] != r {
+			r.close()
+		}
 	}
 }
 
@@ -252,7 +266,7 @@ func (d *Daemon) Summary() Summary {
 // attention again.
 func (d *Daemon) pass(ctx context.Context) (time.Time, error) {
 	d.mu.Lock()
-	cfg, out, resolvers := d.cfg, d.out, d.resolvers
+	cfg, out, pubs, resolvers := d.cfg, d.out, d.pubs, d.resolvers
 	d.mu.Unlock()
 
 	var (
@@ -272,7 +286,7 @@ func (d *Daemon) pass(ctx context.Context) (time.Time, error) {
 				return
 			}
 			defer func() { <-r.slots }()
-			job := &job{d: d, cfg: cfg, cert: cert, r: r, out: out}
+			job := &job{d: d, cfg: cfg, cert: cert, r: r, out: out, pubs: pubs}
 			when, err := job.run(ctx)
 			mu.Lock()
 			defer mu.Unlock()
@@ -289,6 +303,35 @@ func (d *Daemon) pass(ctx context.Context) (time.Time, error) {
 		d.log.Error("prune superseded output files", "err", err)
 	}
 	return next, errors.Join(errs...)
+}
+
+// publications remembers which certificate this process published under
+// each name through the current outputs. It starts empty, so after a
+// start-up or an output change every certificate is published once more
+// (publishing the same certificate again is cheap: the outputs skip or
+// rewrite identical content), and with a shared store every instance
+// publishes the certificates the others issued. Safe for concurrent use.
+type publications struct {
+	mu    sync.Mutex
+	certs map[string][sha256.Size]byte
+}
+
+func newPublications() *publications {
+	return &publications{certs: map[string][sha256.Size]byte{}}
+}
+
+// current reports whether certPEM is what was last published as name.
+func (p *publications) current(name string, certPEM []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sum, ok := p.certs[name]
+	return ok && sum == sha256.Sum256(certPEM)
+}
+
+func (p *publications) mark(name string, certPEM []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.certs[name] = sha256.Sum256(certPEM)
 }
 
 // backoff returns the wait after the n-th consecutive failure (n >= 1).

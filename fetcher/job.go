@@ -20,6 +20,7 @@ type job struct {
 	cert *config.Certificate
 	r    *resolver
 	out  output.Publisher
+	pubs *publications
 }
 
 // run brings the certificate up to date if it is due, and returns when it
@@ -86,7 +87,10 @@ func (j *job) locked(ctx context.Context, now time.Time) (time.Time, error) {
 
 	if issued {
 		j.d.metrics.SetCertificate(rec.Name, rec.NotAfter)
-		if rec.Unpublished {
+		// Another instance may have issued it (shared store), or this one
+		// stopped before publishing: every instance publishes every
+		// certificate to its own outputs.
+		if !j.pubs.current(rec.Name, rec.CertPEM) {
 			return j.publish(ctx, rec, now)
 		}
 		if j.cfg.Renewal.ARI && !now.Before(rec.ARINextCheck) {
@@ -187,9 +191,9 @@ func (j *job) obtain(ctx context.Context, rec *store.Certificate, issued bool, n
 	rec.ARINextCheck = time.Time{} // ask the CA at the next pass
 	rec.LastSuccess, rec.LastAttempt = j.d.now(), now
 	rec.LastError, rec.Failures, rec.RetryAt = "", 0, time.Time{}
-	rec.Unpublished = true
 	// Saved before publishing: a crash in between re-publishes this
-	// certificate instead of ordering another.
+	// certificate (the next run has published nothing yet) instead of
+	// ordering another.
 	if err := j.d.store.SaveCertificateContext(ctx, rec); err != nil {
 		return now.Add(backoffBase), fmt.Errorf("save issued certificate: %w", err)
 	}
@@ -201,10 +205,7 @@ func (j *job) publish(ctx context.Context, rec *store.Certificate, now time.Time
 	if err := j.out.Publish(rec.Name, rec.CertPEM, rec.KeyPEM); err != nil {
 		return j.failed(ctx, rec, now, fmt.Errorf("publish: %w", err))
 	}
-	rec.Unpublished = false
-	if err := j.d.store.SaveCertificateContext(ctx, rec); err != nil {
-		return now.Add(backoffBase), fmt.Errorf("save certificate state: %w", err)
-	}
+	j.pubs.mark(rec.Name, rec.CertPEM)
 	j.d.metrics.SetCertificate(rec.Name, rec.NotAfter)
 	j.d.metrics.SetLastSuccess(rec.Name, rec.LastSuccess)
 	return earliest(rec.RenewAt, rec.ARINextCheck, j.cfg.Renewal.ARI), nil

@@ -127,7 +127,7 @@ func runUntilIssued(ctx context.Context, d *fetcher.Daemon, st *store.Store, say
 			switch {
 			case err != nil:
 				say("attempt %d: %v", passes, err)
-			case len(rec.CertPEM) > 0 && !rec.Unpublished:
+			case len(rec.CertPEM) > 0:
 				cancel()
 			case rec.LastError != "":
 				say("attempt %d ended: %s", passes, rec.LastError)

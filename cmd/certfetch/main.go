@@ -121,12 +121,17 @@ func configCommand(summary string, args []string, stderr io.Writer) (fs *flag.Fl
 	return fs, cfg, path, exitOK, true
 }
 
-// openStore opens the configuration's state directory without locking it:
-// status and thumbprint run beside the daemon.
+// storeOpenTimeout bounds connecting to a shared store at start-up.
+const storeOpenTimeout = 30 * time.Second
+
+// openStore opens the configured store without locking it: status and
+// thumbprint run beside the daemon. The caller closes it.
 func openStore(cfg *config.Config, stderr io.Writer) (*store.Store, bool) {
-	st, err := store.Open(cfg.Storage)
+	ctx, cancel := context.WithTimeout(context.Background(), storeOpenTimeout)
+	defer cancel()
+	st, err := fetcher.OpenStore(ctx, cfg.Storage)
 	if err != nil {
-		fmt.Fprintf(stderr, "certfetch: %v\n", err)
+		fmt.Fprintf(stderr, "certfetch: open the state store: %v\n", err)
 		return nil, false
 	}
 	return st, true
@@ -185,18 +190,21 @@ func setup(flagValue string, serveMetrics bool, stderr io.Writer) (*daemonSetup,
 		m = metrics.New()
 	}
 	log := newLogger(cfg.Log, stderr)
-	st, err := store.Open(cfg.Storage)
-	if err != nil {
-		log.Error("cannot open the state directory", "err", err)
+	st, ok := openStore(cfg, stderr)
+	if !ok {
 		return nil, exitFailure
 	}
+	// On a directory, one process at a time; a shared store's instances
+	// coordinate per certificate instead (Lock is a no-op there).
 	unlock, err := st.Lock()
 	if err != nil {
+		st.Close()
 		log.Error("cannot lock the state directory", "err", err)
 		return nil, exitFailure
 	}
-	d, err := fetcher.New(cfg, st, fetcher.Options{Logger: log, Metrics: m})
+	d, err := fetcher.New(cfg, st, fetcher.Options{Logger: log, Metrics: m, LockTTL: cfg.Storage.LockTTL})
 	if err != nil {
+		st.Close()
 		unlock()
 		log.Error("cannot start", "err", err)
 		return nil, exitFailure
@@ -207,6 +215,9 @@ func setup(flagValue string, serveMetrics bool, stderr io.Writer) (*daemonSetup,
 func (s *daemonSetup) close() {
 	s.daemon.Close()
 	_ = s.unlock()
+	if err := s.store.Close(); err != nil {
+		s.log.Warn("close the state store", "err", err)
+	}
 }
 
 func cmdRun(args []string, _, stderr io.Writer) int {
@@ -335,6 +346,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitFailure
 	}
+	defer st.Close()
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tDOMAINS\tRESOLVER\tNOT AFTER\tNEXT RENEWAL\tLAST ERROR")
 	for _, c := range cfg.Certificates {
@@ -392,6 +404,7 @@ func cmdThumbprint(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitFailure
 	}
+	defer st.Close()
 	tp, err := fetcher.Thumbprint(st, rc)
 	if err != nil {
 		fmt.Fprintf(stderr, "certfetch: %v\n", err)

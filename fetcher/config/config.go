@@ -36,6 +36,16 @@ const (
 	// DefaultStorage matches StateDirectory=certfetch in the systemd unit.
 	DefaultStorage = "/var/lib/certfetch"
 
+	// DefaultLockTTL is the lease an instance holds on a certificate while
+	// it works on it (shared storage). It is renewed every third of it, so
+	// 30 s costs one request per 10 s per order in flight, and a dead
+	// instance's certificates wait at most 30 s for another instance.
+	DefaultLockTTL = 30 * time.Second
+
+	// MinLockTTL keeps renewals (every third of the TTL) far from the
+	// per-operation timeouts of Redis and etcd.
+	MinLockTTL = 3 * time.Second
+
 	// DefaultGracePeriod is how long superseded PEM files stay on disk after
 	// a new YAML file points elsewhere. Traefik throttles provider events
 	// (2 s by default, configurable), then re-reads every referenced file; a
@@ -87,8 +97,9 @@ var keyTypes = []string{string(EC256), string(EC384), string(RSA2048), string(RS
 type Config struct {
 	// Timeout is the global order deadline; see EffectiveTimeout.
 	Timeout time.Duration
-	// Storage is the private state directory (accounts, pending orders).
-	Storage string
+	// Storage is where the private state (accounts, pending orders, issued
+	// certificates) lives.
+	Storage Storage
 	// Resolvers by name; never empty.
 	Resolvers map[string]*Resolver
 	// Certificates in file order; names are unique.
@@ -99,10 +110,32 @@ type Config struct {
 	Log          Log
 }
 
-// Output says where certificates are published.
-type Output struct {
-	File FileOutput
+// Storage is the state store: a local directory (one certfetch process at
+// a time), or Redis or etcd that several instances share; exactly one of
+// Directory, Redis and Etcd is set.
+type Storage struct {
+	Directory string
+	Redis     *RedisConnection
+	Etcd      *EtcdConnection
+	// LockTTL is the lease on a certificate while an instance works on it.
+	LockTTL time.Duration
 }
+
+// Output says where certificates are published: any combination of a
+// directory for Traefik's file provider, a Redis server and an etcd cluster
+// (Traefik's KV providers), at least one.
+type Output struct {
+	// File is the file-provider output; its Directory is empty when
+	// output.file is not configured.
+	File FileOutput
+	// Redis is nil when output.redis is not configured.
+	Redis *RedisConnection
+	// Etcd is nil when output.etcd is not configured.
+	Etcd *EtcdConnection
+}
+
+// HasFile reports whether output.file is configured.
+func (o Output) HasFile() bool { return o.File.Directory != "" }
 
 // FileOutput publishes for Traefik's file provider.
 type FileOutput struct {
@@ -233,7 +266,7 @@ func (d *decoder) yamlError(err error) {
 func (d *decoder) config(root *yaml.Node) *Config {
 	cfg := &Config{
 		Timeout: DefaultTimeout,
-		Storage: DefaultStorage,
+		Storage: Storage{Directory: DefaultStorage, LockTTL: DefaultLockTTL},
 		Renewal: Renewal{ARI: true, RemainingFraction: DefaultRemainingFraction},
 		Log:     Log{Level: slog.LevelInfo, Format: LogFormatText},
 	}
@@ -245,7 +278,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		cfg.Timeout, _ = d.duration(f.value, f.path)
 	}
 	if f := m.get("storage"); f != nil {
-		cfg.Storage, _ = d.path(f.value, f.path)
+		cfg.Storage = d.storage(f)
 	}
 	if f := m.require(d, "resolvers"); f != nil {
 		cfg.Resolvers = d.resolvers(f)
@@ -254,7 +287,8 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		cfg.Certificates = d.certificates(f, cfg.Resolvers)
 	}
 	if f := m.require(d, "output"); f != nil {
-		cfg.Output = d.output(f, cfg.Storage)
+		cfg.Output = d.output(f, cfg.Storage.Directory)
+		d.separateKeySpaces(f, cfg.Storage, cfg.Output)
 	}
 	if f := m.get("renewal"); f != nil {
 		d.renewal(f, &cfg.Renewal)
@@ -274,12 +308,21 @@ func (d *decoder) config(root *yaml.Node) *Config {
 
 func (d *decoder) output(f *field, storage string) Output {
 	out := Output{File: FileOutput{GracePeriod: DefaultGracePeriod}}
-	m, ok := d.mapping(f.value, f.path, "file")
+	m, ok := d.mapping(f.value, f.path, "file", "redis", "etcd")
 	if !ok {
 		return out
 	}
-	ff := m.require(d, "file")
+	if r := m.get("redis"); r != nil {
+		out.Redis = d.redisConnection(r, DefaultRootKey)
+	}
+	if e := m.get("etcd"); e != nil {
+		out.Etcd = d.etcdConnection(e, DefaultRootKey)
+	}
+	ff := m.get("file")
 	if ff == nil {
+		if out.Redis == nil && out.Etcd == nil {
+			d.fail(f.value, f.path, "configure at least one of file, redis or etcd")
+		}
 		return out
 	}
 	fm, ok := d.mapping(ff.value, ff.path, "directory", "gracePeriod", "groupReadableKeys")
@@ -302,10 +345,70 @@ func (d *decoder) output(f *field, storage string) Output {
 		return out
 	}
 	out.File.Directory, ok = d.path(dir.value, dir.path)
-	if ok && (within(out.File.Directory, storage) || within(storage, out.File.Directory)) {
+	if ok && storage != "" && (within(out.File.Directory, storage) || within(storage, out.File.Directory)) {
 		d.fail(dir.value, dir.path, "must be separate from storage (%s): Traefik reads this directory, the state directory holds private keys", storage)
 	}
 	return out
+}
+
+// storage decodes `storage`: a directory path (the short form), or a
+// mapping with exactly one of directory, redis or etcd, and lockTTL.
+func (d *decoder) storage(f *field) Storage {
+	st := Storage{LockTTL: DefaultLockTTL}
+	if f.value.Kind == yaml.ScalarNode {
+		st.Directory, _ = d.path(f.value, f.path)
+		return st
+	}
+	m, ok := d.mapping(f.value, f.path, "directory", "redis", "etcd", "lockTTL")
+	if !ok {
+		return st
+	}
+	var set []string
+	if x := m.get("directory"); x != nil {
+		st.Directory, _ = d.path(x.value, x.path)
+		set = append(set, "directory")
+	}
+	if x := m.get("redis"); x != nil {
+		st.Redis = d.redisConnection(x, DefaultStorageRootKey)
+		set = append(set, "redis")
+	}
+	if x := m.get("etcd"); x != nil {
+		st.Etcd = d.etcdConnection(x, DefaultStorageRootKey)
+		set = append(set, "etcd")
+	}
+	if len(set) != 1 {
+		got := "none"
+		if len(set) > 1 {
+			got = strings.Join(set, " and ")
+		}
+		d.fail(f.value, f.path, "set exactly one of directory, redis or etcd, got %s", got)
+	}
+	if x := m.get("lockTTL"); x != nil {
+		if v, ok := d.duration(x.value, x.path); ok {
+			if v < MinLockTTL {
+				d.fail(x.value, x.path, "must be at least %s, got %s", MinLockTTL, v)
+			}
+			st.LockTTL = v
+		}
+	}
+	return st
+}
+
+// separateKeySpaces rejects a storage rootKey that Traefik's KV provider
+// would read: Traefik lists every key that starts with its rootKey, and the
+// state holds private keys.
+func (d *decoder) separateKeySpaces(f *field, st Storage, out Output) {
+	check := func(kind string, storageRoot, outputRoot string) {
+		if strings.HasPrefix(storageRoot, outputRoot) {
+			d.fail(f.value, "storage."+kind+".rootKey", "%q starts with output.%s.rootKey %q: Traefik would read certfetch's private keys", storageRoot, kind, outputRoot)
+		}
+	}
+	if st.Redis != nil && out.Redis != nil {
+		check("redis", st.Redis.RootKey, out.Redis.RootKey)
+	}
+	if st.Etcd != nil && out.Etcd != nil {
+		check("etcd", st.Etcd.RootKey, out.Etcd.RootKey)
+	}
 }
 
 // within reports whether path is dir or below it; both are clean.

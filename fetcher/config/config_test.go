@@ -23,7 +23,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 
 	assert.Equal(t, &config.Config{
 		Timeout: 30 * time.Second,
-		Storage: "/var/lib/certfetch",
+		Storage: config.Storage{Directory: "/var/lib/certfetch", LockTTL: 30 * time.Second},
 		Resolvers: map[string]*config.Resolver{"ca": {
 			Name:                "ca",
 			CAServer:            "https://ca.example/dir",
@@ -182,7 +182,37 @@ func TestRelativePathsFollowTheFile(t *testing.T) {
 		"    httpChallenge: {webroot: webroot}\nstorage: state\n"
 	cfg, err := config.Parse("/etc/certfetch/certfetch.yml", []byte(data))
 	require.NoError(t, err)
-	assert.Equal(t, "/etc/certfetch/state", cfg.Storage)
+	assert.Equal(t, "/etc/certfetch/state", cfg.Storage.Directory)
 	assert.Equal(t, "/etc/certfetch/webroot", cfg.Resolvers["ca"].HTTPChallenge.Webroot)
 	assert.Equal(t, "/etc/traefik", cfg.Output.File.Directory)
+}
+
+func TestSharedStorage(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		desc string
+		yaml string
+		want config.Storage
+	}{
+		{desc: "a path is a directory", yaml: "storage: /srv/state\n", want: config.Storage{Directory: "/srv/state", LockTTL: config.DefaultLockTTL}},
+		{desc: "directory mapping", yaml: "storage: {directory: /srv/state, lockTTL: 10s}\n", want: config.Storage{Directory: "/srv/state", LockTTL: 10 * time.Second}},
+		{
+			desc: "redis with certfetch's own key prefix",
+			yaml: "storage:\n  redis: {address: 127.0.0.1:6379, db: 2}\n",
+			want: config.Storage{LockTTL: config.DefaultLockTTL, Redis: &config.RedisConnection{Address: "127.0.0.1:6379", DB: 2, RootKey: "certfetch", Timeout: config.DefaultKVTimeout}},
+		},
+		{
+			desc: "etcd",
+			yaml: "storage:\n  etcd: {endpoints: [127.0.0.1:2379], rootKey: state/certfetch}\n",
+			want: config.Storage{LockTTL: config.DefaultLockTTL, Etcd: &config.EtcdConnection{Endpoints: []string{"127.0.0.1:2379"}, RootKey: "state/certfetch", Timeout: config.DefaultKVTimeout}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := config.Parse("/etc/certfetch/certfetch.yml", []byte(minimal+tc.yaml))
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, cfg.Storage)
+		})
+	}
 }

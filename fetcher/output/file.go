@@ -171,6 +171,11 @@ func (o *FileOutput) Publish(name string, certPEM, keyPEM []byte) error {
 	base := filepath.Join(o.certs, name+"-"+hex.EncodeToString(sum[:])[:idLength])
 	next := pair{CertFile: base + ".crt", KeyFile: base + ".key"}
 	previous := o.published(name)
+	if previous != nil && *previous == next && exists(next.CertFile) && exists(next.KeyFile) {
+		// Already in service (a restarted daemon publishes everything once
+		// more): rewriting would only make Traefik reload for nothing.
+		return nil
+	}
 
 	if err := atomicfile.Write(next.KeyFile, keyPEM, o.keyMode); err != nil {
 		return fmt.Errorf("publish certificate %q: %w", name, err)
@@ -265,6 +270,11 @@ func (o *FileOutput) Prune(now time.Time) error {
 		return fmt.Errorf("prune %s: %w", o.dir, err)
 	}
 	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // expired reports whether the regular file e was last modified at least the

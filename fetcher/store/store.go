@@ -312,10 +312,7 @@ type Certificate struct {
 	RenewAt time.Time `json:"renewAt,omitzero"`
 	// ARINextCheck is when to ask the CA's renewal information again.
 	ARINextCheck time.Time `json:"ariNextCheck,omitzero"`
-	// Unpublished is set between storing a new certificate and handing it
-	// to the output, so that a crash in between re-publishes it.
-	Unpublished bool      `json:"unpublished,omitempty"`
-	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	LastSuccess  time.Time `json:"lastSuccess,omitzero"`
 	// LastError is the last attempt's error, empty after a success.
 	LastError   string    `json:"lastError,omitempty"`
 	LastAttempt time.Time `json:"lastAttempt,omitzero"`

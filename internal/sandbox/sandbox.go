@@ -90,7 +90,7 @@ func (s *Sandbox) setup(ln net.Listener, certificates [][]string) (*config.Confi
 	if err != nil {
 		return nil, err
 	}
-	if s.Store, err = store.Open(cfg.Storage); err != nil {
+	if s.Store, err = store.Open(cfg.Storage.Directory); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	if s.Thumbprint, err = fetcher.Thumbprint(s.Store, cfg.Resolvers[ResolverName]); err != nil {
