@@ -36,6 +36,9 @@ type Options struct {
 	Timeout time.Duration
 	// MetricsListen is metrics.listen; empty: no metrics.
 	MetricsListen string
+	// Storage is the YAML value of `storage` (e.g. a Redis mapping);
+	// empty: a state directory below Dir.
+	Storage string
 	// MaxConcurrentOrders is the resolver's maxConcurrentOrders; 0: default.
 	MaxConcurrentOrders int
 	// EABKID and EABHMAC, when set, go into the resolver's eab settings
@@ -90,7 +93,7 @@ func (s *Sandbox) setup(ln net.Listener, certificates [][]string) (*config.Confi
 	if err != nil {
 		return nil, err
 	}
-	if s.Store, err = store.Open(cfg.Storage.Directory); err != nil {
+	if s.Store, err = fetcher.OpenStore(context.Background(), cfg.Storage); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	if s.Thumbprint, err = fetcher.Thumbprint(s.Store, cfg.Resolvers[ResolverName]); err != nil {
@@ -120,7 +123,11 @@ func (s *Sandbox) WriteConfig(certificates ...[]string) (*config.Config, error) 
 	if s.opts.MetricsListen != "" {
 		fmt.Fprintf(&b, "metrics:\n  listen: %s\n", strconv.Quote(s.opts.MetricsListen))
 	}
-	fmt.Fprintf(&b, "storage: %s\n", strconv.Quote(filepath.Join(s.Dir, "state")))
+	storage := s.opts.Storage
+	if storage == "" {
+		storage = strconv.Quote(filepath.Join(s.Dir, "state"))
+	}
+	fmt.Fprintf(&b, "storage: %s\n", storage)
 	fmt.Fprintf(&b, "resolvers:\n  %s:\n    caServer: %s\n    caCertificates: [%s]\n    httpChallenge:\n      stateless: true\n",
 		ResolverName, s.CA.DirectoryURL(), strconv.Quote(s.rootFile))
 	if s.opts.MaxConcurrentOrders > 0 {
@@ -144,10 +151,13 @@ func (s *Sandbox) WriteConfig(certificates ...[]string) (*config.Config, error) 
 	return cfg, nil
 }
 
-// Close stops the plugin endpoint and the CA.
+// Close stops the plugin endpoint and the CA, and closes the store.
 func (s *Sandbox) Close() {
 	if s.server != nil {
 		s.server.Close()
+	}
+	if s.Store != nil {
+		s.Store.Close()
 	}
 	s.CA.Close()
 }
