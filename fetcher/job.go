@@ -27,13 +27,20 @@ type job struct {
 // needs attention next. A failure is recorded in the state and returned; the
 // certificate in service is left alone.
 //
-// On a shared store the job first takes the certificate's lease, so that
-// one instance at a time works on it; a certificate another instance holds
-// is skipped (not a failure) and looked at again after one lease TTL. The
-// attempt is cancelled when the lease is lost, and the store refuses the
-// writes made under a lost lease.
+// A certificate in service with nothing due costs one read and no lease.
+// Otherwise the job takes the certificate's lease, so that one instance at a
+// time works on it; a certificate another instance holds is skipped (not a
+// failure) and looked at again after one lease TTL. The attempt is cancelled
+// when the lease is lost, and the store refuses the writes made under a lost
+// lease.
 func (j *job) run(ctx context.Context) (time.Time, error) {
 	now := j.d.now()
+	if rec, err := j.d.store.LoadCertificateContext(ctx, j.cert.Name); err == nil {
+		if next, ok := j.atRest(rec, now); ok {
+			j.d.metrics.SetCertificate(rec.Name, rec.NotAfter)
+			return next, nil
+		}
+	}
 	lease, err := j.d.store.TryLock(ctx, "certificates/"+j.cert.Name, j.d.lockTTL)
 	if errors.Is(err, store.ErrLocked) {
 		return now.Add(j.d.lockTTL), nil
@@ -59,6 +66,17 @@ func (j *job) run(ctx context.Context) (time.Time, error) {
 		return now.Add(j.d.lockTTL), nil
 	}
 	return next, err
+}
+
+// atRest reports whether rec is in service, published by this process, and
+// nothing about it is due before the returned time: no renewal, no
+// renewal-information check, no retry.
+func (j *job) atRest(rec *store.Certificate, now time.Time) (time.Time, bool) {
+	ari := j.cfg.Renewal.ARI
+	ok := len(rec.CertPEM) > 0 && slices.Equal(rec.Domains, j.cert.Domains) &&
+		j.pubs.current(rec.Name, rec.CertPEM) && rec.LastError == "" &&
+		now.Before(rec.RenewAt) && (!ari || now.Before(rec.ARINextCheck))
+	return earliest(rec.RenewAt, rec.ARINextCheck, ari), ok
 }
 
 // releaseTimeout bounds giving a lease back; an unreleased lease expires by

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"os"
 	"os/exec"
@@ -17,9 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/certfetch/certfetch/fetcher/output"
 	"github.com/certfetch/certfetch/fetcher/store"
+	"github.com/certfetch/certfetch/internal/sandbox"
+	"github.com/certfetch/certfetch/internal/testservers"
 )
 
 // BenchmarkDaemonAtRest starts `certfetch run` on a state of 10,000 valid
@@ -60,13 +65,16 @@ func BenchmarkDaemonAtRest(b *testing.B) {
 	}
 }
 
-// writeAtRestState writes a configuration of n certificates and a state in
-// which each is issued, published and not due for 60 days (ARI not due
-// either), and returns the configuration's path.
+// writeAtRestState writes a configuration of n certificates, a state in
+// which each is issued and not due for 30 days (ARI not due either), and the
+// file output Traefik would already read, and returns the configuration's
+// path.
 func writeAtRestState(b *testing.B, dir string, n int) string {
 	b.Helper()
 	certPEM, keyPEM := selfSigned(b)
 	st, err := store.Open(filepath.Join(dir, "state"))
+	require.NoError(b, err)
+	out, err := output.NewFileOutput(output.FileOptions{Directory: filepath.Join(dir, "out"), Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(b, err)
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "storage: %s\noutput: {file: {directory: %s}}\n", strconv.Quote(filepath.Join(dir, "state")), strconv.Quote(filepath.Join(dir, "out")))
@@ -82,6 +90,7 @@ func writeAtRestState(b *testing.B, dir string, n int) string {
 			NotBefore: now.Add(-30 * 24 * time.Hour), NotAfter: now.Add(60 * 24 * time.Hour),
 			RenewAt: now.Add(30 * 24 * time.Hour), ARINextCheck: now.Add(6 * time.Hour), LastSuccess: now,
 		}))
+		require.NoError(b, out.Publish(name, certPEM, keyPEM))
 	}
 	path := filepath.Join(dir, "certfetch.yml")
 	require.NoError(b, os.WriteFile(path, []byte(cfg.String()), 0o600))
@@ -137,5 +146,57 @@ func procStatusKB(b *testing.B, pid int, field string) int {
 		}
 	}
 	b.Fatalf("%s not in /proc/%d/status", field, pid)
+	return 0
+}
+
+// BenchmarkSharedStoreAtRest runs `certfetch run` on Redis storage with
+// 100 certificates until all are issued and the daemon has settled, then
+// counts the commands Redis processes over 20 s of rest: the requests a
+// shared store sees per managed certificate while nothing is due.
+//
+//	go test -run '^$' -bench SharedStoreAtRest -benchtime 1x ./cmd/certfetch/
+func BenchmarkSharedStoreAtRest(b *testing.B) {
+	const n, window = 100, 20 * time.Second
+	for b.Loop() {
+		srv, _ := testservers.StartRedis(b)
+		var domains [][]string
+		for i := range n {
+			domains = append(domains, []string{fmt.Sprintf("r%03d.rest.test", i)})
+		}
+		sb, _, err := sandbox.Start(sandbox.Options{Dir: b.TempDir(), Storage: fmt.Sprintf("{redis: {address: %q}}", srv.Addr()), MaxConcurrentOrders: 20}, domains...)
+		require.NoError(b, err)
+		notify, sock := listenNotify(b)
+		cmd := exec.Command(os.Args[0], "run", "--config", sb.ConfigPath)
+		cmd.Env = append(os.Environ(), "CERTFETCH_TEST_MAIN=1", "NOTIFY_SOCKET="+sock)
+		require.NoError(b, cmd.Start())
+		// All issued: the daemon now sleeps until the next pass (an hour at
+		// most; the renewal information is asked then).
+		waitFor(b, notify, fmt.Sprintf("STATUS=%d certificates, 0 failing", n))
+		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+		before := redisCommands(b, rdb)
+		time.Sleep(window) // the measurement window itself
+		// Each INFO is itself one command.
+		atRest := redisCommands(b, rdb) - before - 1
+		require.NoError(b, cmd.Process.Kill())
+		_ = cmd.Wait()
+		rdb.Close()
+		sb.Close()
+		b.ReportMetric(float64(atRest), "commands/20s")
+		b.ReportMetric(float64(atRest)/window.Seconds()/n, "commands/s/cert")
+	}
+}
+
+func redisCommands(b *testing.B, rdb *redis.Client) int {
+	b.Helper()
+	info, err := rdb.Info(b.Context(), "stats").Result()
+	require.NoError(b, err)
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
+			n, err := strconv.Atoi(v)
+			require.NoError(b, err)
+			return n
+		}
+	}
+	b.Fatal("no total_commands_processed in INFO stats")
 	return 0
 }
