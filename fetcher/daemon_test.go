@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/internal/sandbox"
 	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testservers"
 	"github.com/certfetch/certfetch/internal/testsupport"
 )
 
@@ -228,4 +230,54 @@ func TestSecretsNeverLogged(t *testing.T) {
 	assert.Contains(t, logs.String(), "ordering certificate", "the debug log is not empty")
 	assert.NotContains(t, logs.String(), hmac)
 	assert.NotContains(t, logs.String(), hmac[:20])
+}
+
+// TestStoreRestartMidRenewal restarts the shared store (a real Redis, same
+// data) while an order is being processed at the CA: certfetch retries,
+// nothing is lost (one order at the CA, the journal and the records intact)
+// and nothing is half written (the published pair matches).
+func TestStoreRestartMidRenewal(t *testing.T) {
+	t.Parallel()
+	srv, _ := testservers.StartRedis(t)
+	sb, cfg, err := sandbox.Start(sandbox.Options{
+		Dir:     t.TempDir(),
+		Storage: fmt.Sprintf("{redis: {address: %q}, lockTTL: 3s}", srv.Addr()),
+		CA:      testca.Options{Mode: testca.Async, Delay: 4 * time.Second, RetryAfter: time.Second},
+		Timeout: 30 * time.Second,
+	}, []string{"restart.example.test"})
+	require.NoError(t, err)
+	t.Cleanup(sb.Close)
+	clock := &testsupport.Clock{}
+	d, err := fetcher.New(cfg, sb.Store, fetcher.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clock.Now, LockTTL: cfg.Storage.LockTTL})
+	require.NoError(t, err)
+	t.Cleanup(d.Close)
+
+	e := &env{sb: sb, cfg: cfg, clock: clock}
+	require.NoError(t, d.Once(context.Background()))
+	old := e.served(t, "restart.example.test", "restart.example.test")
+
+	// The CA asks for a renewal; the store restarts while the renewal order
+	// is processing at the CA.
+	now := time.Now()
+	sb.CA.SetRenewalWindow(now.Add(-time.Hour), now.Add(time.Hour))
+	renewal := make(chan error, 1)
+	go func() { renewal <- d.Once(context.Background()) }()
+	require.Eventually(t, func() bool { return sb.CA.Stats().Finalizes == 2 }, time.Minute, 20*time.Millisecond,
+		"the renewal order is processing at the CA")
+	srv.Restart()
+
+	err = <-renewal
+	for attempt := 0; err != nil && attempt < 5; attempt++ {
+		t.Logf("attempt after the restart failed (retried): %v", err)
+		clock.Advance(2 * time.Hour) // past any back-off
+		err = d.Once(context.Background())
+	}
+	require.NoError(t, err, "certfetch recovers once the store is back")
+	renewed := e.served(t, "restart.example.test", "restart.example.test")
+	assert.NotEqual(t, old.SerialNumber, renewed.SerialNumber)
+	assert.Equal(t, 2, sb.CA.Stats().NewOrders, "one renewal order: it survived the restart")
+	rec, err := sb.Store.LoadCertificate("restart.example.test")
+	require.NoError(t, err)
+	assert.NotEmpty(t, rec.CertPEM)
+	assert.Empty(t, rec.LastError)
 }
