@@ -43,6 +43,7 @@ func BenchmarkDaemonAtRest(b *testing.B) {
 		cmd.Env = append(os.Environ(), "CERTFETCH_TEST_MAIN=1", "NOTIFY_SOCKET="+sock)
 		start := time.Now()
 		require.NoError(b, cmd.Start())
+		b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) // also when a require fails
 		waitFor(b, notify, "READY=1")
 		ready := time.Since(start)
 		waitFor(b, notify, fmt.Sprintf("STATUS=%d certificates, 0 failing", n))
@@ -54,8 +55,6 @@ func BenchmarkDaemonAtRest(b *testing.B) {
 		idleCPU := cpuSeconds(b, cmd.Process.Pid) - cpuBefore
 		rss := procStatusKB(b, cmd.Process.Pid, "VmRSS:")
 		hwm := procStatusKB(b, cmd.Process.Pid, "VmHWM:")
-		require.NoError(b, cmd.Process.Kill())
-		_ = cmd.Wait()
 
 		b.ReportMetric(ready.Seconds(), "s-to-ready")
 		b.ReportMetric(firstPass.Seconds(), "s-to-first-pass")
@@ -169,6 +168,7 @@ func BenchmarkSharedStoreAtRest(b *testing.B) {
 		cmd := exec.Command(os.Args[0], "run", "--config", sb.ConfigPath)
 		cmd.Env = append(os.Environ(), "CERTFETCH_TEST_MAIN=1", "NOTIFY_SOCKET="+sock)
 		require.NoError(b, cmd.Start())
+		b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) // also when a require fails
 		// All issued: the daemon now sleeps until the next pass (an hour at
 		// most; the renewal information is asked then).
 		waitFor(b, notify, fmt.Sprintf("STATUS=%d certificates, 0 failing", n))
@@ -177,8 +177,6 @@ func BenchmarkSharedStoreAtRest(b *testing.B) {
 		time.Sleep(window) // the measurement window itself
 		// Each INFO is itself one command.
 		atRest := redisCommands(b, rdb) - before - 1
-		require.NoError(b, cmd.Process.Kill())
-		_ = cmd.Wait()
 		rdb.Close()
 		sb.Close()
 		b.ReportMetric(float64(atRest), "commands/20s")
