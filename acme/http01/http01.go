@@ -17,9 +17,6 @@ import (
 	"github.com/certfetch/certfetch"
 )
 
-// ChallengePath is the URL path prefix of HTTP-01 challenges; the token follows it.
-const ChallengePath = "/.well-known/acme-challenge/"
-
 // checkToken returns an error for a token that is not base64url without padding.
 func checkToken(domain, token string) error {
 	if !certfetch.ValidToken(token) {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/certfetch/certfetch"
 	"github.com/certfetch/certfetch/acme/http01"
 )
 
@@ -103,13 +104,13 @@ func TestResponder(t *testing.T) {
 		wantCode int
 		wantBody string
 	}{
-		{desc: "known token", method: http.MethodGet, path: http01.ChallengePath + token, wantCode: http.StatusOK, wantBody: keyAuth},
-		{desc: "HEAD", method: http.MethodHead, path: http01.ChallengePath + token, wantCode: http.StatusOK},
-		{desc: "unknown token", method: http.MethodGet, path: http01.ChallengePath + strings.Repeat("a", 43), wantCode: http.StatusNotFound},
-		{desc: "cleaned-up token", method: http.MethodGet, path: http01.ChallengePath + removed, wantCode: http.StatusNotFound},
-		{desc: "invalid token", method: http.MethodGet, path: http01.ChallengePath + "a.b", wantCode: http.StatusNotFound},
+		{desc: "known token", method: http.MethodGet, path: certfetch.ChallengePrefix + token, wantCode: http.StatusOK, wantBody: keyAuth},
+		{desc: "HEAD", method: http.MethodHead, path: certfetch.ChallengePrefix + token, wantCode: http.StatusOK},
+		{desc: "unknown token", method: http.MethodGet, path: certfetch.ChallengePrefix + strings.Repeat("a", 43), wantCode: http.StatusNotFound},
+		{desc: "cleaned-up token", method: http.MethodGet, path: certfetch.ChallengePrefix + removed, wantCode: http.StatusNotFound},
+		{desc: "invalid token", method: http.MethodGet, path: certfetch.ChallengePrefix + "a.b", wantCode: http.StatusNotFound},
 		{desc: "other path", method: http.MethodGet, path: "/" + token, wantCode: http.StatusNotFound},
-		{desc: "POST", method: http.MethodPost, path: http01.ChallengePath + token, wantCode: http.StatusMethodNotAllowed},
+		{desc: "POST", method: http.MethodPost, path: certfetch.ChallengePrefix + token, wantCode: http.StatusMethodNotAllowed},
 	}
 
 	for _, test := range tests {
@@ -140,7 +141,7 @@ func TestResponderListen(t *testing.T) {
 	require.NoError(t, r.Listen("127.0.0.1:0"))
 	require.Error(t, r.Listen("127.0.0.1:0"), "a responder listens once")
 
-	req, err := http.NewRequest(http.MethodGet, "http://"+r.Addr().String()+http01.ChallengePath+token, nil)
+	req, err := http.NewRequest(http.MethodGet, "http://"+r.Addr().String()+certfetch.ChallengePrefix+token, nil)
 	require.NoError(t, err)
 	req.Host = domain // what the plugin's upstream mode preserves
 

@@ -55,7 +55,7 @@ func (r *Responder) CleanUp(_, token, _ string) error {
 
 // ServeHTTP implements http.Handler.
 func (r *Responder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	token, ok := strings.CutPrefix(req.URL.Path, ChallengePath)
+	token, ok := strings.CutPrefix(req.URL.Path, certfetch.ChallengePrefix)
 	if !ok || !certfetch.ValidToken(token) {
 		http.NotFound(w, req)
 

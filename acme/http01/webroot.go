@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/certfetch/certfetch"
 	"github.com/certfetch/certfetch/internal/atomicfile"
 )
 
@@ -21,7 +22,7 @@ type Webroot struct {
 func NewWebroot(dir string) *Webroot { return &Webroot{Dir: dir} }
 
 func (w *Webroot) challengeDir() string {
-	return filepath.Join(w.Dir, filepath.FromSlash(ChallengePath))
+	return filepath.Join(w.Dir, filepath.FromSlash(certfetch.ChallengePrefix))
 }
 
 // Present writes the key authorization atomically (atomicfile.Write), so a reader sees
