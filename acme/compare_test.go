@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/certfetch/certfetch/acme"
-	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
 // compareEnv gates TestCompareWithLego. It is the only gated test: it produces the

@@ -19,7 +19,7 @@ import (
 
 	"github.com/certfetch/certfetch/acme"
 	"github.com/certfetch/certfetch/acme/http01"
-	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
 // TestCAErrors checks that what goes wrong at the CA surfaces as the typed error, and

@@ -18,7 +18,7 @@ import (
 
 	"github.com/certfetch/certfetch/acme"
 	"github.com/certfetch/certfetch/acme/http01"
-	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
 // testLogger sends the engine's logs to the test log, so a failing test shows its story.

@@ -14,7 +14,7 @@ import (
 	"github.com/certfetch/certfetch"
 	"github.com/certfetch/certfetch/acme"
 	"github.com/certfetch/certfetch/acme/http01"
-	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
 // TestWithPlugin gets certificates through the certfetch plugin in each of its modes, the

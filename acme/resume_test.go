@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/certfetch/certfetch/acme"
-	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
 // crashJournal is a MemoryJournal that can lose Deletes, like a process that crashed

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/certfetch/certfetch/acme"
-	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
 // reportedDelay is what the CA in the reported case (Traefik #11636) needs after finalize.

@@ -29,9 +29,9 @@ import (
 	"github.com/certfetch/certfetch/fetcher"
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/store"
-	"github.com/certfetch/certfetch/internal/testca"
-	"github.com/certfetch/certfetch/internal/testservers"
-	"github.com/certfetch/certfetch/internal/testsupport"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testservers"
+	"github.com/certfetch/certfetch/internal/testkit/testsupport"
 )
 
 const (
@@ -63,7 +63,7 @@ type kvBackend struct {
 	start func(t *testing.T) (provider map[string]any, output string, published func(t *testing.T) map[string]string)
 }
 
-// kvBackends are Redis and etcd, real servers on loopback (internal/testservers).
+// kvBackends are Redis and etcd, real servers on loopback (internal/testkit/testservers).
 var kvBackends = []kvBackend{
 	{name: "redis", start: startKVRedis},
 	{name: "etcd", start: startKVEtcd},

@@ -25,8 +25,8 @@ import (
 	"github.com/certfetch/certfetch/fetcher"
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/store"
-	"github.com/certfetch/certfetch/internal/testca"
-	"github.com/certfetch/certfetch/internal/testsupport"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testsupport"
 )
 
 // resolverName is the single resolver of the certfetch configurations here.

@@ -2,7 +2,7 @@
 
 // Package e2e runs certfetch against a real Traefik v3.6.12 binary (built by
 // the nested module test/traefik, found through $TRAEFIK_BIN), a real ACME CA
-// (internal/testca) and the plugin loaded by Traefik as a local plugin from
+// (internal/testkit/testca) and the plugin loaded by Traefik as a local plugin from
 // the working tree. The build tag keeps `go test ./...` working on machines
 // without the Traefik binary; `make test-e2e` builds it and runs this suite.
 package e2e
@@ -24,7 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/certfetch/certfetch/internal/testsupport"
+	"github.com/certfetch/certfetch/internal/testkit/testsupport"
 )
 
 const (

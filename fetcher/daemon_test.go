@@ -17,23 +17,23 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/certfetch/certfetch/acme"
+	"github.com/certfetch/certfetch/demo"
 	"github.com/certfetch/certfetch/fetcher"
 	"github.com/certfetch/certfetch/fetcher/config"
-	"github.com/certfetch/certfetch/internal/sandbox"
-	"github.com/certfetch/certfetch/internal/testca"
-	"github.com/certfetch/certfetch/internal/testservers"
-	"github.com/certfetch/certfetch/internal/testsupport"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testservers"
+	"github.com/certfetch/certfetch/internal/testkit/testsupport"
 )
 
 type env struct {
-	sb    *sandbox.Sandbox
+	sb    *demo.Sandbox
 	cfg   *config.Config
 	clock *testsupport.Clock
 }
 
 func newEnv(t *testing.T, ca testca.Options, timeout time.Duration, certs ...[]string) *env {
 	t.Helper()
-	sb, cfg, err := sandbox.Start(sandbox.Options{Dir: t.TempDir(), CA: ca, Timeout: timeout}, certs...)
+	sb, cfg, err := demo.Start(demo.Options{Dir: t.TempDir(), CA: ca, Timeout: timeout}, certs...)
 	require.NoError(t, err)
 	t.Cleanup(sb.Close)
 	return &env{sb: sb, cfg: cfg, clock: &testsupport.Clock{}}
@@ -215,7 +215,7 @@ func TestCAOutageKeepsTheCertificateInService(t *testing.T) {
 func TestSecretsNeverLogged(t *testing.T) {
 	t.Parallel()
 	const kid, hmac = "kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
-	sb, cfg, err := sandbox.Start(sandbox.Options{
+	sb, cfg, err := demo.Start(demo.Options{
 		Dir: t.TempDir(), CA: testca.Options{EABKeys: map[string]string{kid: hmac}},
 		EABKID: kid, EABHMAC: hmac,
 	}, []string{"eab.example.test"})
@@ -239,7 +239,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 func TestStoreRestartMidRenewal(t *testing.T) {
 	t.Parallel()
 	srv, _ := testservers.StartRedis(t)
-	sb, cfg, err := sandbox.Start(sandbox.Options{
+	sb, cfg, err := demo.Start(demo.Options{
 		Dir:     t.TempDir(),
 		Storage: fmt.Sprintf("{redis: {address: %q}, lockTTL: 3s}", srv.Addr()),
 		CA:      testca.Options{Mode: testca.Async, Delay: 4 * time.Second, RetryAfter: time.Second},

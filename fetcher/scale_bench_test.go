@@ -19,9 +19,9 @@ import (
 
 	"github.com/certfetch/certfetch/acme"
 	"github.com/certfetch/certfetch/acme/http01"
+	"github.com/certfetch/certfetch/demo"
 	"github.com/certfetch/certfetch/fetcher"
-	"github.com/certfetch/certfetch/internal/sandbox"
-	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
 // Scale benchmarks: issuing many certificates against the in-process CA,
@@ -39,7 +39,7 @@ func domains(n int) [][]string {
 	return out
 }
 
-func reportBatch(b *testing.B, sb *sandbox.Sandbox, n int, start time.Time, before testca.Stats) {
+func reportBatch(b *testing.B, sb *demo.Sandbox, n int, start time.Time, before testca.Stats) {
 	took := time.Since(start)
 	after := sb.CA.Stats()
 	b.ReportMetric(took.Seconds(), "s/batch")
@@ -56,7 +56,7 @@ func BenchmarkIssueMany(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("certfetch/certs=%d", n), func(b *testing.B) {
 			for b.Loop() {
-				sb, cfg, err := sandbox.Start(sandbox.Options{Dir: b.TempDir(), MaxConcurrentOrders: 50}, domains(n)...)
+				sb, cfg, err := demo.Start(demo.Options{Dir: b.TempDir(), MaxConcurrentOrders: 50}, domains(n)...)
 				require.NoError(b, err)
 				d, err := fetcher.New(cfg, sb.Store, fetcher.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 				require.NoError(b, err)
@@ -73,9 +73,9 @@ func BenchmarkIssueMany(b *testing.B) {
 	legolog.Logger = log.New(io.Discard, "", 0)
 	b.Run(fmt.Sprintf("lego/certs=%d", legoBatch), func(b *testing.B) {
 		for b.Loop() {
-			sb, cfg, err := sandbox.Start(sandbox.Options{Dir: b.TempDir()}, domains(legoBatch)...)
+			sb, cfg, err := demo.Start(demo.Options{Dir: b.TempDir()}, domains(legoBatch)...)
 			require.NoError(b, err)
-			acct, err := fetcher.AccountKey(sb.Store, cfg.Resolvers[sandbox.ResolverName])
+			acct, err := fetcher.AccountKey(sb.Store, cfg.Resolvers[demo.ResolverName])
 			require.NoError(b, err)
 			key, err := acme.ParseKey(acct.KeyPEM)
 			require.NoError(b, err)
@@ -102,7 +102,7 @@ func (u *legoUser) GetEmail() string                        { return "" }
 func (u *legoUser) GetRegistration() *registration.Resource { return u.reg }
 func (u *legoUser) GetPrivateKey() crypto.PrivateKey        { return u.key }
 
-func legoClient(b *testing.B, sb *sandbox.Sandbox, key crypto.PrivateKey) *lego.Client {
+func legoClient(b *testing.B, sb *demo.Sandbox, key crypto.PrivateKey) *lego.Client {
 	b.Helper()
 	user := &legoUser{key: key}
 	cfg := lego.NewConfig(user)

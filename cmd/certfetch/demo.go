@@ -14,10 +14,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/certfetch/certfetch/demo"
 	"github.com/certfetch/certfetch/fetcher"
 	"github.com/certfetch/certfetch/fetcher/store"
-	"github.com/certfetch/certfetch/internal/sandbox"
-	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
 // demoDomain is the name the demo certificate is issued for; the test CA's
@@ -71,7 +71,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 			return err
 		}
 	}
-	sb, cfg, err := sandbox.Start(sandbox.Options{
+	sb, cfg, err := demo.Start(demo.Options{
 		Dir:     dir,
 		CA:      testca.Options{Mode: testca.Async, Delay: o.caDelay, RetryAfter: o.retryAfter},
 		Timeout: o.timeout,

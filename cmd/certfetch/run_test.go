@@ -16,9 +16,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/certfetch/certfetch/internal/sandbox"
-	"github.com/certfetch/certfetch/internal/testca"
-	"github.com/certfetch/certfetch/internal/testsupport"
+	"github.com/certfetch/certfetch/demo"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testsupport"
 )
 
 // TestMain lets the test binary act as the certfetch binary for
@@ -92,7 +92,7 @@ func TestRunDaemon(t *testing.T) {
 	require.NoError(t, err)
 	metricsAddr := ln.Addr().String()
 	require.NoError(t, ln.Close())
-	sb, _, err := sandbox.Start(sandbox.Options{Dir: t.TempDir(), CA: testca.Options{}, MetricsListen: metricsAddr}, []string{"one.example.test"})
+	sb, _, err := demo.Start(demo.Options{Dir: t.TempDir(), CA: testca.Options{}, MetricsListen: metricsAddr}, []string{"one.example.test"})
 	require.NoError(t, err)
 	t.Cleanup(sb.Close)
 	notify, sock := listenNotify(t)

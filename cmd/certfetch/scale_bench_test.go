@@ -21,10 +21,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/certfetch/certfetch/demo"
 	"github.com/certfetch/certfetch/fetcher/output"
 	"github.com/certfetch/certfetch/fetcher/store"
-	"github.com/certfetch/certfetch/internal/sandbox"
-	"github.com/certfetch/certfetch/internal/testservers"
+	"github.com/certfetch/certfetch/internal/testkit/testservers"
 )
 
 // BenchmarkDaemonAtRest starts `certfetch run` on a state of 10,000 valid
@@ -162,7 +162,7 @@ func BenchmarkSharedStoreAtRest(b *testing.B) {
 		for i := range n {
 			domains = append(domains, []string{fmt.Sprintf("r%03d.rest.test", i)})
 		}
-		sb, _, err := sandbox.Start(sandbox.Options{Dir: b.TempDir(), Storage: fmt.Sprintf("{redis: {address: %q}}", srv.Addr()), MaxConcurrentOrders: 20}, domains...)
+		sb, _, err := demo.Start(demo.Options{Dir: b.TempDir(), Storage: fmt.Sprintf("{redis: {address: %q}}", srv.Addr()), MaxConcurrentOrders: 20}, domains...)
 		require.NoError(b, err)
 		notify, sock := listenNotify(b)
 		cmd := exec.Command(os.Args[0], "run", "--config", sb.ConfigPath)

@@ -13,10 +13,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/certfetch/certfetch/internal/sandbox"
-	"github.com/certfetch/certfetch/internal/testca"
-	"github.com/certfetch/certfetch/internal/testservers"
-	"github.com/certfetch/certfetch/internal/testsupport"
+	"github.com/certfetch/certfetch/demo"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testservers"
+	"github.com/certfetch/certfetch/internal/testkit/testsupport"
 )
 
 // sharedBackends are the shared stores the multi-instance tests run on:
@@ -63,7 +63,7 @@ func startInstance(t *testing.T, configPath string) *instance {
 	return in
 }
 
-func published(sb *sandbox.Sandbox, name string) func() bool {
+func published(sb *demo.Sandbox, name string) func() bool {
 	return func() bool {
 		_, err := os.Stat(filepath.Join(sb.OutputDir(), name+".yml"))
 		return err == nil
@@ -83,7 +83,7 @@ func TestInstancesShareTheWork(t *testing.T) {
 			for i := range n {
 				domains = append(domains, []string{fmt.Sprintf("w%d.shared.test", i)})
 			}
-			sb, _, err := sandbox.Start(sandbox.Options{Dir: t.TempDir(), Storage: backend.storage(t)}, domains...)
+			sb, _, err := demo.Start(demo.Options{Dir: t.TempDir(), Storage: backend.storage(t)}, domains...)
 			require.NoError(t, err)
 			t.Cleanup(sb.Close)
 
@@ -114,7 +114,7 @@ func TestLockTakeoverResumesTheOrder(t *testing.T) {
 		t.Run(backend.desc, func(t *testing.T) {
 			t.Parallel()
 			const domain = "slow.shared.test"
-			sb, _, err := sandbox.Start(sandbox.Options{
+			sb, _, err := demo.Start(demo.Options{
 				Dir:     t.TempDir(),
 				Storage: backend.storage(t),
 				CA:      testca.Options{Mode: testca.Async, Delay: 42 * time.Second, RetryAfter: 5 * time.Second},

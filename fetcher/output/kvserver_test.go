@@ -13,12 +13,12 @@ import (
 
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/output"
-	"github.com/certfetch/certfetch/internal/testservers"
+	"github.com/certfetch/certfetch/internal/testkit/testservers"
 )
 
 // kvServer is a real Redis or etcd process owned by one test: its data lives
 // in t.TempDir(), it listens on a free loopback port, and it is stopped when
-// the test ends (package internal/testservers). stop kills it (SIGKILL, a
+// the test ends (package internal/testkit/testservers). stop kills it (SIGKILL, a
 // crash) and start starts it again on the same port and data.
 type kvServer interface {
 	// newOutput returns a publisher for rootKey ("" for the default) with
@@ -43,7 +43,7 @@ type kvServer interface {
 // that the server-down case fails fast.
 const testTimeout = 2 * time.Second
 
-// redisServer is a redis-server (see internal/testservers) with keyspace
+// redisServer is a redis-server (see internal/testkit/testservers) with keyspace
 // notifications on, as Traefik's Redis provider needs.
 type redisServer struct {
 	addr     string
@@ -127,7 +127,7 @@ func (s *redisServer) readAtomically(ctx context.Context, keys []string) (map[st
 	return out, nil
 }
 
-// etcdServer is a single-member etcd (see internal/testservers).
+// etcdServer is a single-member etcd (see internal/testkit/testservers).
 type etcdServer struct {
 	clientURL string
 	// username and password are what newOutput and the admin client use

@@ -19,7 +19,7 @@ import (
 
 	"github.com/certfetch/certfetch/acme"
 	"github.com/certfetch/certfetch/fetcher/store"
-	"github.com/certfetch/certfetch/internal/testservers"
+	"github.com/certfetch/certfetch/internal/testkit/testservers"
 )
 
 // Lease TTLs in these tests: short, so that expiry tests run in seconds.

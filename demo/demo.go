@@ -1,9 +1,9 @@
-// Package sandbox sets up a complete certfetch installation on loopback: a
-// test CA (internal/testca), the plugin answering its HTTP-01 challenges in
+// Package demo sets up a complete certfetch installation on loopback, the
+// layer above the daemon: a test CA (internal/testkit/testca), the plugin answering its HTTP-01 challenges in
 // thumbprint mode (as Traefik's HTTP entry point would), a configuration
 // file, a state directory and a Traefik output directory. `certfetch demo`
 // and the daemon's tests share it.
-package sandbox
+package demo
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 	"github.com/certfetch/certfetch/fetcher"
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/store"
-	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
 // ResolverName is the configuration's single resolver.

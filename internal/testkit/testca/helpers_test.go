@@ -21,7 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/certfetch/certfetch/internal/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
 const userAgent = "certfetch-testca-test"
