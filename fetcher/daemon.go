@@ -101,9 +101,9 @@ func New(cfg *config.Config, st *store.Store, opts Options) (*Daemon, error) {
 // apply installs cfg: resolvers whose settings changed are rebuilt, and the
 // outputs of certificates no longer configured are removed.
 func (d *Daemon) apply(cfg *config.Config) error {
-	out, err := output.New(cfg.Output, d.log)
+	out, err := newOutput(cfg.Output, d.log)
 	if err != nil {
-		return fmt.Errorf("output: %w", err)
+		return err
 	}
 	resolvers := map[string]*resolver{}
 	for name, rc := range cfg.Resolvers {
@@ -142,7 +142,7 @@ func (d *Daemon) apply(cfg *config.Config) error {
 		for _, c := range oldCfg.Certificates {
 			if !slices.ContainsFunc(cfg.Certificates, func(n *config.Certificate) bool { return n.Name == c.Name }) {
 				d.log.Info("certificate removed from the configuration", "name", c.Name)
-				if err := out.Remove(c.Name); err != nil {
+				if err := out.Remove(context.Background(), c.Name); err != nil {
 					d.log.Error("remove output", "name", c.Name, "err", err)
 				}
 				d.metrics.DeleteCertificate(c.Name)
@@ -247,7 +247,7 @@ func (d *Daemon) Summary() Summary {
 	var s Summary
 	for _, c := range certs {
 		s.Certificates++
-		rec, err := d.store.LoadCertificate(c.Name)
+		rec, err := d.store.LoadCertificate(context.Background(), c.Name)
 		if err != nil {
 			continue
 		}
@@ -299,7 +299,7 @@ func (d *Daemon) pass(ctx context.Context) (time.Time, error) {
 		}()
 	}
 	wg.Wait()
-	if err := out.Prune(d.now()); err != nil {
+	if err := out.Prune(ctx, d.now()); err != nil {
 		d.log.Error("prune superseded output files", "err", err)
 	}
 	return next, errors.Join(errs...)

@@ -94,7 +94,7 @@ func TestFirstIssuanceAndNothingMoreWhileValid(t *testing.T) {
 	leaf := e.served(t, "www.example.test", "example.test")
 	assert.ElementsMatch(t, []string{"www.example.test", "example.test"}, leaf.DNSNames)
 
-	rec, err := e.sb.Store.LoadCertificate("www.example.test")
+	rec, err := e.sb.Store.LoadCertificate(t.Context(), "www.example.test")
 	require.NoError(t, err)
 	assert.Empty(t, rec.LastError)
 	// A third of the lifetime left (the default) is when renewal is due,
@@ -153,7 +153,7 @@ func TestRestartMidOrderResumesTheSameOrder(t *testing.T) {
 	require.ErrorAs(t, err, &pending, "the 1 s deadline ends the attempt while the CA works")
 	first.Close() // the process stops; the journal stays on disk
 
-	orders, err := e.sb.Store.Orders()
+	orders, err := e.sb.Store.Orders(t.Context())
 	require.NoError(t, err)
 	require.Len(t, orders, 1)
 	assert.Equal(t, pending.OrderURL, orders[0].OrderURL)
@@ -167,7 +167,7 @@ func TestRestartMidOrderResumesTheSameOrder(t *testing.T) {
 
 	e.served(t, "slow.example.test", "slow.example.test")
 	assert.Equal(t, 1, e.sb.CA.Stats().NewOrders, "the restarted daemon resumed the order")
-	orders, err = e.sb.Store.Orders()
+	orders, err = e.sb.Store.Orders(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, orders, "a finished order leaves the journal")
 }
@@ -195,7 +195,7 @@ func TestCAOutageKeepsTheCertificateInService(t *testing.T) {
 		assert.Equal(t, old.SerialNumber, e.served(t, "keep.example.test", "keep.example.test").SerialNumber)
 		e.clock.Advance(2 * time.Hour) // past the back-off
 	}
-	rec, err := e.sb.Store.LoadCertificate("keep.example.test")
+	rec, err := e.sb.Store.LoadCertificate(t.Context(), "keep.example.test")
 	require.NoError(t, err)
 	assert.Equal(t, 2, rec.Failures)
 	assert.NotEmpty(t, rec.LastError)
@@ -204,7 +204,7 @@ func TestCAOutageKeepsTheCertificateInService(t *testing.T) {
 	require.NoError(t, d.Once(ctx), "the CA is back")
 	renewed := e.served(t, "keep.example.test", "keep.example.test")
 	assert.NotEqual(t, old.SerialNumber, renewed.SerialNumber)
-	rec, err = e.sb.Store.LoadCertificate("keep.example.test")
+	rec, err = e.sb.Store.LoadCertificate(t.Context(), "keep.example.test")
 	require.NoError(t, err)
 	assert.Zero(t, rec.Failures)
 	assert.Empty(t, rec.LastError)
@@ -276,7 +276,7 @@ func TestStoreRestartMidRenewal(t *testing.T) {
 	renewed := e.served(t, "restart.example.test", "restart.example.test")
 	assert.NotEqual(t, old.SerialNumber, renewed.SerialNumber)
 	assert.Equal(t, 2, sb.CA.Stats().NewOrders, "one renewal order: it survived the restart")
-	rec, err := sb.Store.LoadCertificate("restart.example.test")
+	rec, err := sb.Store.LoadCertificate(t.Context(), "restart.example.test")
 	require.NoError(t, err)
 	assert.NotEmpty(t, rec.CertPEM)
 	assert.Empty(t, rec.LastError)

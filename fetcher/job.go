@@ -35,29 +35,22 @@ type job struct {
 // lease.
 func (j *job) run(ctx context.Context) (time.Time, error) {
 	now := j.d.now()
-	if rec, err := j.d.store.LoadCertificateContext(ctx, j.cert.Name); err == nil {
+	if rec, err := j.d.store.LoadCertificate(ctx, j.cert.Name); err == nil {
 		if next, ok := j.atRest(rec, now); ok {
 			j.d.metrics.SetCertificate(rec.Name, rec.NotAfter)
 			return next, nil
 		}
 	}
-	lease, err := j.d.store.TryLock(ctx, "certificates/"+j.cert.Name, j.d.lockTTL)
-	if errors.Is(err, store.ErrLocked) {
+	lease, err := j.d.store.AcquireLease(ctx, "certificates/"+j.cert.Name, j.d.lockTTL)
+	if errors.Is(err, store.ErrLeaseHeld) {
 		return now.Add(j.d.lockTTL), nil
 	}
 	if err != nil {
 		return now.Add(backoffBase), fmt.Errorf("lock: %w", err)
 	}
 	defer j.release(ctx, lease)
-	ctx, cancel := context.WithCancel(store.WithLease(ctx, lease))
+	ctx, cancel := lease.Context(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case <-lease.Lost():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 
 	next, err := j.locked(ctx, now)
 	if lease.Err() != nil {
@@ -93,7 +86,7 @@ func (j *job) release(ctx context.Context, lease *store.Lease) {
 
 // locked is run's work under the certificate's lease.
 func (j *job) locked(ctx context.Context, now time.Time) (time.Time, error) {
-	rec, err := j.d.store.LoadCertificateContext(ctx, j.cert.Name)
+	rec, err := j.d.store.LoadCertificate(ctx, j.cert.Name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		rec = &store.Certificate{Name: j.cert.Name}
@@ -157,7 +150,7 @@ func (j *job) refreshRenewalInfo(ctx context.Context, rec *store.Certificate, no
 	if err != nil {
 		j.d.log.Debug("no renewal information; renewing by lifetime", "name", rec.Name, "err", err)
 	}
-	if err := j.d.store.SaveCertificateContext(ctx, rec); err != nil {
+	if err := j.d.store.SaveCertificate(ctx, rec); err != nil {
 		j.d.log.Error("save certificate state", "name", rec.Name, "err", err)
 	}
 }
@@ -193,7 +186,7 @@ func (j *job) obtain(ctx context.Context, rec *store.Certificate, issued bool, n
 			wait := min(max(pending.RetryAfter, pendingRetryMin), pendingRetryMax)
 			log.Warn("deadline passed; the order stays alive at the CA and is resumed", "order", pending.OrderURL, "status", pending.Status, "resumeIn", wait)
 			rec.LastError, rec.LastAttempt, rec.RetryAt = err.Error(), now, j.d.now().Add(wait)
-			return rec.RetryAt, errors.Join(err, j.d.store.SaveCertificateContext(ctx, rec))
+			return rec.RetryAt, errors.Join(err, j.d.store.SaveCertificate(ctx, rec))
 		}
 		j.d.metrics.ObserveIssuance(j.cert.Resolver, "failure", took)
 		return j.failed(ctx, rec, now, err)
@@ -212,7 +205,7 @@ func (j *job) obtain(ctx context.Context, rec *store.Certificate, issued bool, n
 	// Saved before publishing: a crash in between re-publishes this
 	// certificate (the next run has published nothing yet) instead of
 	// ordering another.
-	if err := j.d.store.SaveCertificateContext(ctx, rec); err != nil {
+	if err := j.d.store.SaveCertificate(ctx, rec); err != nil {
 		return now.Add(backoffBase), fmt.Errorf("save issued certificate: %w", err)
 	}
 	return j.publish(ctx, rec, now)
@@ -220,7 +213,7 @@ func (j *job) obtain(ctx context.Context, rec *store.Certificate, issued bool, n
 
 // publish hands the stored certificate to the output.
 func (j *job) publish(ctx context.Context, rec *store.Certificate, now time.Time) (time.Time, error) {
-	if err := j.out.Publish(rec.Name, rec.CertPEM, rec.KeyPEM); err != nil {
+	if err := j.out.Publish(ctx, rec.Name, rec.CertPEM, rec.KeyPEM); err != nil {
 		return j.failed(ctx, rec, now, fmt.Errorf("publish: %w", err))
 	}
 	j.pubs.mark(rec.Name, rec.CertPEM)
@@ -238,5 +231,5 @@ func (j *job) failed(ctx context.Context, rec *store.Certificate, now time.Time,
 	rec.RetryAt = now.Add(max(backoff(rec.Failures), retryAfter(err)))
 	j.d.log.Error("certificate attempt failed; the certificate in service is kept", "name", rec.Name,
 		"failures", rec.Failures, "retryAt", rec.RetryAt, "err", err)
-	return rec.RetryAt, errors.Join(err, j.d.store.SaveCertificateContext(ctx, rec))
+	return rec.RetryAt, errors.Join(err, j.d.store.SaveCertificate(ctx, rec))
 }

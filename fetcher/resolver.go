@@ -73,8 +73,8 @@ func (r *resolver) close() {
 // AccountKey loads the resolver's account key from st, or generates and
 // stores one. `certfetch thumbprint` calls it before any issuance: the
 // plugin's stateless mode needs the thumbprint before the first order.
-func AccountKey(st *store.Store, rc *config.Resolver) (*store.Account, error) {
-	acct, err := st.LoadAccount(rc.Name, rc.CAServer)
+func AccountKey(ctx context.Context, st *store.Store, rc *config.Resolver) (*store.Account, error) {
+	acct, err := st.LoadAccount(ctx, rc.Name, rc.CAServer)
 	if err == nil {
 		return acct, nil
 	}
@@ -87,7 +87,7 @@ func AccountKey(st *store.Store, rc *config.Resolver) (*store.Account, error) {
 	}
 	// CreateAccount, not SaveAccount: instances sharing a store that start
 	// together must agree on one key, hence on one thumbprint for the plugin.
-	acct, err = st.CreateAccount(context.Background(), rc.Name, &store.Account{Directory: rc.CAServer, KeyPEM: acme.MarshalKey(key)})
+	acct, err = st.CreateAccount(ctx, rc.Name, &store.Account{Directory: rc.CAServer, KeyPEM: acme.MarshalKey(key)})
 	if err != nil {
 		return nil, fmt.Errorf("resolver %s: save account key: %w", rc.Name, err)
 	}
@@ -96,8 +96,8 @@ func AccountKey(st *store.Store, rc *config.Resolver) (*store.Account, error) {
 
 // Thumbprint returns the JWK thumbprint of the resolver's account key (the
 // plugin's thumbprint setting), creating the key when there is none yet.
-func Thumbprint(st *store.Store, rc *config.Resolver) (string, error) {
-	acct, err := AccountKey(st, rc)
+func Thumbprint(ctx context.Context, st *store.Store, rc *config.Resolver) (string, error) {
+	acct, err := AccountKey(ctx, st, rc)
 	if err != nil {
 		return "", err
 	}
@@ -116,7 +116,7 @@ func (r *resolver) acmeClient(ctx context.Context) (*acme.Client, error) {
 	if r.client != nil {
 		return r.client, nil
 	}
-	acct, err := AccountKey(r.store, r.cfg)
+	acct, err := AccountKey(ctx, r.store, r.cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +155,7 @@ func (r *resolver) acmeClient(ctx context.Context) (*acme.Client, error) {
 	}
 	if acct.URL != client.AccountURL() {
 		acct.URL = client.AccountURL()
-		if err := r.store.SaveAccount(r.cfg.Name, acct); err != nil {
+		if err := r.store.SaveAccount(ctx, r.cfg.Name, acct); err != nil {
 			return nil, fmt.Errorf("resolver %s: save account: %w", r.cfg.Name, err)
 		}
 	}

@@ -115,15 +115,15 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 // runUntilIssued runs the daemon until the demo certificate is published,
 // printing progress every few seconds while the CA is slow.
 func runUntilIssued(ctx context.Context, d *fetcher.Daemon, st *store.Store, say func(string, ...any)) (*store.Certificate, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	name := demoDomain
 	passes := 0
 	done := make(chan error, 1)
 	go func() {
-		done <- d.Run(ctx, func(fetcher.Summary) {
+		done <- d.Run(runCtx, func(fetcher.Summary) {
 			passes++
-			rec, err := st.LoadCertificate(name)
+			rec, err := st.LoadCertificate(runCtx, name)
 			switch {
 			case err != nil:
 				say("attempt %d: %v", passes, err)
@@ -143,9 +143,9 @@ func runUntilIssued(ctx context.Context, d *fetcher.Daemon, st *store.Store, say
 			if err != nil {
 				return nil, err
 			}
-			rec, err := st.LoadCertificate(name)
+			rec, err := st.LoadCertificate(ctx, name)
 			if err != nil || len(rec.CertPEM) == 0 {
-				return nil, errors.Join(errors.New("stopped before the certificate was issued"), err, ctx.Err())
+				return nil, errors.Join(errors.New("stopped before the certificate was issued"), err, runCtx.Err())
 			}
 			return rec, nil
 		case <-ticker.C:

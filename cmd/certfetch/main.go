@@ -195,8 +195,8 @@ func setup(flagValue string, serveMetrics bool, stderr io.Writer) (*daemonSetup,
 		return nil, exitFailure
 	}
 	// On a directory, one process at a time; a shared store's instances
-	// coordinate per certificate instead (Lock is a no-op there).
-	unlock, err := st.Lock()
+	// coordinate per certificate instead (LockDirectory is a no-op there).
+	unlock, err := st.LockDirectory()
 	if err != nil {
 		st.Close()
 		log.Error("cannot lock the state directory", "err", err)
@@ -351,7 +351,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(tw, "NAME\tDOMAINS\tRESOLVER\tNOT AFTER\tNEXT RENEWAL\tLAST ERROR")
 	for _, c := range cfg.Certificates {
 		notAfter, renewAt, lastErr := "-", "due now", "-"
-		rec, err := st.LoadCertificate(c.Name)
+		rec, err := st.LoadCertificate(context.Background(), c.Name)
 		switch {
 		case err == nil:
 			if !rec.NotAfter.IsZero() {
@@ -405,7 +405,7 @@ func cmdThumbprint(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer st.Close()
-	tp, err := fetcher.Thumbprint(st, rc)
+	tp, err := fetcher.Thumbprint(context.Background(), st, rc)
 	if err != nil {
 		fmt.Fprintf(stderr, "certfetch: %v\n", err)
 		return exitFailure

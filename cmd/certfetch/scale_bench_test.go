@@ -83,13 +83,13 @@ func writeAtRestState(b *testing.B, dir string, n int) string {
 	for i := range n {
 		name := fmt.Sprintf("host%05d.rest.test", i)
 		fmt.Fprintf(&cfg, "  - domains: [%s]\n", name)
-		require.NoError(b, st.SaveCertificate(&store.Certificate{
+		require.NoError(b, st.SaveCertificate(b.Context(), &store.Certificate{
 			Name: name, Resolver: "ca", Domains: []string{name},
 			CertPEM: certPEM, KeyPEM: keyPEM,
 			NotBefore: now.Add(-30 * 24 * time.Hour), NotAfter: now.Add(60 * 24 * time.Hour),
 			RenewAt: now.Add(30 * 24 * time.Hour), ARINextCheck: now.Add(6 * time.Hour), LastSuccess: now,
 		}))
-		require.NoError(b, out.Publish(name, certPEM, keyPEM))
+		require.NoError(b, out.Publish(b.Context(), name, certPEM, keyPEM))
 	}
 	path := filepath.Join(dir, "certfetch.yml")
 	require.NoError(b, os.WriteFile(path, []byte(cfg.String()), 0o600))

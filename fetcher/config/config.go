@@ -24,6 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/certfetch/certfetch/acme"
+	"github.com/certfetch/certfetch/fetcher/output"
 )
 
 // Defaults. Each is applied when its key is absent.
@@ -313,10 +314,10 @@ func (d *decoder) output(f *field, storage string) Output {
 		return out
 	}
 	if r := m.get("redis"); r != nil {
-		out.Redis = d.redisConnection(r, DefaultRootKey)
+		out.Redis = d.redisConnection(r, output.DefaultRootKey)
 	}
 	if e := m.get("etcd"); e != nil {
-		out.Etcd = d.etcdConnection(e, DefaultRootKey)
+		out.Etcd = d.etcdConnection(e, output.DefaultRootKey)
 	}
 	ff := m.get("file")
 	if ff == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/certfetch/certfetch/fetcher/config"
+	"github.com/certfetch/certfetch/internal/kvclient"
 )
 
 func TestParseAppliesDefaults(t *testing.T) {
@@ -199,12 +200,12 @@ func TestSharedStorage(t *testing.T) {
 		{
 			desc: "redis with certfetch's own key prefix",
 			yaml: "storage:\n  redis: {address: 127.0.0.1:6379, db: 2}\n",
-			want: config.Storage{LockTTL: config.DefaultLockTTL, Redis: &config.RedisConnection{Address: "127.0.0.1:6379", DB: 2, RootKey: "certfetch", Timeout: config.DefaultKVTimeout}},
+			want: config.Storage{LockTTL: config.DefaultLockTTL, Redis: &config.RedisConnection{Address: "127.0.0.1:6379", DB: 2, RootKey: "certfetch", Timeout: kvclient.DefaultTimeout}},
 		},
 		{
 			desc: "etcd",
 			yaml: "storage:\n  etcd: {endpoints: [127.0.0.1:2379], rootKey: state/certfetch}\n",
-			want: config.Storage{LockTTL: config.DefaultLockTTL, Etcd: &config.EtcdConnection{Endpoints: []string{"127.0.0.1:2379"}, RootKey: "state/certfetch", Timeout: config.DefaultKVTimeout}},
+			want: config.Storage{LockTTL: config.DefaultLockTTL, Etcd: &config.EtcdConnection{Endpoints: []string{"127.0.0.1:2379"}, RootKey: "state/certfetch", Timeout: kvclient.DefaultTimeout}},
 		},
 	}
 	for _, tc := range tests {

@@ -13,22 +13,17 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/certfetch/certfetch/internal/kvclient"
+	"github.com/certfetch/certfetch/internal/secret"
 )
 
-// KV output defaults.
+// Defaults of the Redis and etcd connections.
 const (
-	// DefaultRootKey is Traefik's default providers.redis/etcd rootKey, so
-	// the two sides agree when neither is set.
-	DefaultRootKey = "traefik"
 	// DefaultStorageRootKey prefixes certfetch's state in Redis or etcd:
 	// outside Traefik's default rootKey, so Traefik never reads (or lists)
 	// private keys.
 	DefaultStorageRootKey = "certfetch"
-	// DefaultKVTimeout bounds one operation against Redis or etcd (one
-	// attempt of a publication's transaction). A store that does not answer
-	// within it is reported unreachable and the daemon retries the
-	// publication later, instead of stalling a pass.
-	DefaultKVTimeout = 5 * time.Second
 	// maxRedisDB bounds db; Redis itself rejects a number above its
 	// "databases" setting when connecting.
 	maxRedisDB = 65535
@@ -43,7 +38,7 @@ type RedisConnection struct {
 	Username string
 	// Password was read from passwordFile (line endings trimmed); zero
 	// when no passwordFile is set.
-	Password Secret
+	Password secret.Secret
 	// DB is the database number, as Traefik's providers.redis.db.
 	DB int
 	// TLS is nil for a plain TCP connection.
@@ -62,7 +57,7 @@ type EtcdConnection struct {
 	Endpoints []string
 	// Username and Password authenticate with etcd's auth; both or neither.
 	Username string
-	Password Secret
+	Password secret.Secret
 	// TLS is nil for plain connections.
 	TLS *ClientTLS
 	// RootKey prefixes every key: Traefik's providers.etcd.rootKey for an
@@ -92,7 +87,7 @@ type ClientTLS struct {
 var rootKeyPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)*$`)
 
 func (d *decoder) redisConnection(f *field, rootKey string) *RedisConnection {
-	out := &RedisConnection{RootKey: rootKey, Timeout: DefaultKVTimeout}
+	out := &RedisConnection{RootKey: rootKey, Timeout: kvclient.DefaultTimeout}
 	m, ok := d.mapping(f.value, f.path, "address", "username", "passwordFile", "db", "tls", "rootKey", "timeout")
 	if !ok {
 		return out
@@ -114,7 +109,7 @@ func (d *decoder) redisConnection(f *field, rootKey string) *RedisConnection {
 }
 
 func (d *decoder) etcdConnection(f *field, rootKey string) *EtcdConnection {
-	out := &EtcdConnection{RootKey: rootKey, Timeout: DefaultKVTimeout}
+	out := &EtcdConnection{RootKey: rootKey, Timeout: kvclient.DefaultTimeout}
 	m, ok := d.mapping(f.value, f.path, "endpoints", "username", "passwordFile", "tls", "rootKey", "timeout")
 	if !ok {
 		return out
@@ -201,22 +196,22 @@ func (d *decoder) endpoint(n *yaml.Node, path string, urls bool) (string, bool) 
 
 // password reads passwordFile. Only the line ending is trimmed: a password
 // may contain spaces. Messages name the file, never its content.
-func (d *decoder) password(f *field) (Secret, bool) {
+func (d *decoder) password(f *field) (secret.Secret, bool) {
 	p, ok := d.path(f.value, f.path)
 	if !ok {
-		return Secret{}, false
+		return secret.Secret{}, false
 	}
 	data, err := os.ReadFile(p)
 	if err != nil {
 		d.fail(f.value, f.path, "cannot read the password: %v", err)
-		return Secret{}, false
+		return secret.Secret{}, false
 	}
 	pw := strings.TrimRight(string(data), "\r\n")
 	if pw == "" {
 		d.fail(f.value, f.path, "the password file %s is empty", p)
-		return Secret{}, false
+		return secret.Secret{}, false
 	}
-	return NewSecret(pw), true
+	return secret.New(pw), true
 }
 
 // clientTLS decodes tls: caFile, certFile, keyFile. The files are loaded

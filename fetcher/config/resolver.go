@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/certfetch/certfetch/internal/secret"
 )
 
 // HTTP client defaults for talking to the CA.
@@ -76,7 +78,7 @@ type EAB struct {
 	KID string
 	// HMAC is the key, base64url-encoded without padding (lego's
 	// HmacEncoded format), whatever padding the file used.
-	HMAC Secret
+	HMAC secret.Secret
 }
 
 // HTTPTimeouts configure the HTTP client used against the CA.
@@ -223,13 +225,13 @@ func (d *decoder) eab(f *field) *EAB {
 
 // hmac decodes a base64url key with or without padding. Messages never
 // include the key; where says which file it came from.
-func (d *decoder) hmac(n *yaml.Node, path, encoded, where string) (Secret, bool) {
+func (d *decoder) hmac(n *yaml.Node, path, encoded, where string) (secret.Secret, bool) {
 	key, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(encoded, "="))
 	if err != nil || len(key) == 0 {
 		d.fail(n, path, "the HMAC key%s must be base64url-encoded and not empty", where)
-		return Secret{}, false
+		return secret.Secret{}, false
 	}
-	return NewSecret(base64.RawURLEncoding.EncodeToString(key)), true
+	return secret.New(base64.RawURLEncoding.EncodeToString(key)), true
 }
 
 // trust decodes caCertificates (each file must hold a PEM certificate) and

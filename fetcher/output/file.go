@@ -1,6 +1,7 @@
 package output
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -75,6 +76,9 @@ type FileOptions struct {
 // Superseded PEM files get their modification time set to the moment they
 // were superseded; Prune deletes unreferenced files older than the grace
 // period. This state lives in the file system, so it survives restarts.
+//
+// File system operations take milliseconds and are not interrupted halfway:
+// each method checks its ctx once, before it changes anything.
 type FileOutput struct {
 	dir     string
 	certs   string
@@ -85,7 +89,7 @@ type FileOutput struct {
 	mu sync.Mutex // serialises Publish, Remove and Prune
 }
 
-var _ Publisher = (*FileOutput)(nil)
+var _ PublishCloser = (*FileOutput)(nil)
 
 // NewFileOutput prepares the directories and returns the output.
 func NewFileOutput(opts FileOptions) (*FileOutput, error) {
@@ -155,12 +159,9 @@ type dynamicConfig struct {
 const yamlHeader = "# Written by certfetch; replaced on every renewal. Do not edit.\n"
 
 // Publish implements Publisher.
-func (o *FileOutput) Publish(name string, certPEM, keyPEM []byte) error {
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("publish certificate %q: %w", name, err)
-	}
-	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
-		return fmt.Errorf("publish certificate %q: %w", name, err)
+func (o *FileOutput) Publish(ctx context.Context, name string, certPEM, keyPEM []byte) error {
+	if err := checkPublication(ctx, name, certPEM, keyPEM); err != nil {
+		return err
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -202,8 +203,11 @@ func (o *FileOutput) Publish(name string, certPEM, keyPEM []byte) error {
 }
 
 // Remove implements Publisher. The PEM files stay for the grace period.
-func (o *FileOutput) Remove(name string) error {
+func (o *FileOutput) Remove(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
+		return fmt.Errorf("remove certificate %q: %w", name, err)
+	}
+	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("remove certificate %q: %w", name, err)
 	}
 	o.mu.Lock()
@@ -230,7 +234,10 @@ func (o *FileOutput) Remove(name string) error {
 // <name>.yml references and that were superseded (or, for leftovers of an
 // interrupted write such as a temporary YAML file, written) at least the
 // grace period before now.
-func (o *FileOutput) Prune(now time.Time) error {
+func (o *FileOutput) Prune(ctx context.Context, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("prune %s: %w", o.certs, err)
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 
@@ -271,6 +278,9 @@ func (o *FileOutput) Prune(now time.Time) error {
 	}
 	return nil
 }
+
+// Close implements PublishCloser; a FileOutput holds no connection.
+func (o *FileOutput) Close() error { return nil }
 
 func exists(path string) bool {
 	_, err := os.Stat(path)
@@ -330,6 +340,22 @@ func (o *FileOutput) yamlPath(name string) string {
 func checkName(name string) error {
 	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, ".") {
 		return fmt.Errorf("invalid name: must be a plain file name not starting with '.'")
+	}
+	return nil
+}
+
+// checkPublication is what every output checks before it publishes: a
+// valid name, a key that matches the certificate, a live ctx.
+func checkPublication(ctx context.Context, name string, certPEM, keyPEM []byte) error {
+	err := checkName(name)
+	if err == nil {
+		_, err = tls.X509KeyPair(certPEM, keyPEM)
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("publish certificate %q: %w", name, err)
 	}
 	return nil
 }

@@ -35,7 +35,7 @@ func newOutput(t *testing.T) (string, *output.FileOutput) {
 func publishNew(t *testing.T, o *output.FileOutput, dir, name string) published {
 	t.Helper()
 	certPEM, keyPEM := newPair(t, name+".example")
-	require.NoError(t, o.Publish(name, certPEM, keyPEM))
+	require.NoError(t, o.Publish(t.Context(), name, certPEM, keyPEM))
 	p, err := loadPublished(dir, name)
 	require.NoError(t, err)
 	require.Equal(t, certPEM, p.CertPEM)
@@ -121,11 +121,11 @@ func TestReplaceKeepsSupersededUntilGraceEnds(t *testing.T) {
 	after := time.Now()
 	require.NotEqual(t, old.CertFile, cur.CertFile)
 
-	require.NoError(t, o.Prune(before.Add(grace-time.Second)))
+	require.NoError(t, o.Prune(t.Context(), before.Add(grace-time.Second)))
 	assert.FileExists(t, old.CertFile, "inside the grace period")
 	assert.FileExists(t, old.KeyFile, "inside the grace period")
 
-	require.NoError(t, o.Prune(after.Add(grace)))
+	require.NoError(t, o.Prune(t.Context(), after.Add(grace)))
 	assert.NoFileExists(t, old.CertFile)
 	assert.NoFileExists(t, old.KeyFile)
 	_, err := loadPublished(dir, "a")
@@ -136,8 +136,8 @@ func TestRepublishingTheSamePairKeepsIt(t *testing.T) {
 	t.Parallel()
 	dir, o := newOutput(t)
 	p := publishNew(t, o, dir, "a")
-	require.NoError(t, o.Publish("a", p.CertPEM, p.KeyPEM))
-	require.NoError(t, o.Prune(time.Now().Add(2*grace)))
+	require.NoError(t, o.Publish(t.Context(), "a", p.CertPEM, p.KeyPEM))
+	require.NoError(t, o.Prune(t.Context(), time.Now().Add(2*grace)))
 	again, err := loadPublished(dir, "a")
 	require.NoError(t, err)
 	assert.Equal(t, p, again)
@@ -156,10 +156,10 @@ func TestPruneLeftovers(t *testing.T) {
 	for _, name := range []string{"certs/.a.yml123456", "certs/.a-0123456789abcdef.key987", "certs/b-0123456789abcdef.crt", "routers.yml", ".hidden"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600))
 	}
-	require.NoError(t, o.Prune(written.Add(grace-time.Second)))
+	require.NoError(t, o.Prune(t.Context(), written.Add(grace-time.Second)))
 	assert.Len(t, listDir(t, filepath.Join(dir, "certs")), 5, "leftovers are young")
 
-	require.NoError(t, o.Prune(time.Now().Add(grace)))
+	require.NoError(t, o.Prune(t.Context(), time.Now().Add(grace)))
 	assert.ElementsMatch(t, []string{"a.yml", "certs", "routers.yml", ".hidden"}, listDir(t, dir), "foreign files are kept")
 	assert.Len(t, listDir(t, filepath.Join(dir, "certs")), 2)
 }
@@ -169,15 +169,15 @@ func TestRemove(t *testing.T) {
 	dir, o := newOutput(t)
 	p := publishNew(t, o, dir, "a")
 	removed := time.Now()
-	require.NoError(t, o.Remove("a"))
+	require.NoError(t, o.Remove(t.Context(), "a"))
 	assert.NoFileExists(t, filepath.Join(dir, "a.yml"))
-	require.NoError(t, o.Prune(removed.Add(grace-time.Second)))
+	require.NoError(t, o.Prune(t.Context(), removed.Add(grace-time.Second)))
 	assert.FileExists(t, p.KeyFile, "a reload in flight may still read it")
 
-	require.NoError(t, o.Prune(time.Now().Add(grace)))
+	require.NoError(t, o.Prune(t.Context(), time.Now().Add(grace)))
 	assert.Empty(t, listDir(t, filepath.Join(dir, "certs")))
-	require.NoError(t, o.Remove("a"), "removing twice is fine")
-	require.NoError(t, o.Remove("never-published"))
+	require.NoError(t, o.Remove(t.Context(), "a"), "removing twice is fine")
+	require.NoError(t, o.Remove(t.Context(), "never-published"))
 }
 
 func TestPublishRejects(t *testing.T) {
@@ -202,7 +202,7 @@ func TestPublishRejects(t *testing.T) {
 		t.Run(tt.desc, func(t *testing.T) {
 			t.Parallel()
 			dir, o := newOutput(t)
-			require.EqualError(t, o.Publish(tt.name, tt.cert, tt.key), tt.wantErr)
+			require.EqualError(t, o.Publish(t.Context(), tt.name, tt.cert, tt.key), tt.wantErr)
 			assert.Equal(t, []string{"certs"}, listDir(t, dir), "nothing published")
 			assert.Empty(t, listDir(t, filepath.Join(dir, "certs")))
 		})
@@ -262,8 +262,8 @@ func TestReaderNeverSeesATornOrMismatchedPair(t *testing.T) {
 	})
 	for range renewals {
 		certPEM, keyPEM := newPair(t, "a.example")
-		require.NoError(t, o.Publish("a", certPEM, keyPEM))
-		require.NoError(t, o.Prune(time.Now()))
+		require.NoError(t, o.Publish(t.Context(), "a", certPEM, keyPEM))
+		require.NoError(t, o.Prune(t.Context(), time.Now()))
 	}
 	close(done)
 	wg.Wait()

@@ -38,9 +38,9 @@ func TestHelperProcess(t *testing.T) {
 	require.NoError(t, err)
 	for i := range helperRounds {
 		certPEM, keyPEM := newPair(t, "a.example")
-		require.NoError(t, o.Publish("a", certPEM, keyPEM))
+		require.NoError(t, o.Publish(t.Context(), "a", certPEM, keyPEM))
 		fmt.Printf("published %d\n", i)
-		require.NoError(t, o.Prune(time.Now()))
+		require.NoError(t, o.Prune(t.Context(), time.Now()))
 	}
 }
 
@@ -99,7 +99,7 @@ func TestKilledWriter(t *testing.T) {
 	// pruned; the published pair stays.
 	o, err := output.NewFileOutput(output.FileOptions{Directory: dir, Logger: quiet})
 	require.NoError(t, err)
-	require.NoError(t, o.Prune(time.Now()))
+	require.NoError(t, o.Prune(t.Context(), time.Now()))
 	p, err := loadPublished(dir, "a")
 	require.NoError(t, err)
 	assert.ElementsMatch(t, []string{"a.yml", "certs"}, listDir(t, dir))

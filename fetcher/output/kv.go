@@ -2,7 +2,6 @@ package output
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -66,6 +64,10 @@ import (
 // letter or digit (the config package enforces it), so Traefik never sees
 // it.
 
+// DefaultRootKey is Traefik's default providers.redis/etcd rootKey, so that
+// the two sides agree when neither is set.
+const DefaultRootKey = "traefik"
+
 // indexPrefix starts every certfetch bookkeeping key; see the comment above.
 const indexPrefix = "_certfetch/"
 
@@ -81,11 +83,10 @@ const indexVersion = 1
 // and the daemon's next pass publishes it again.
 const maxAttempts = 8
 
-// Errors a KV publication wraps (test with errors.Is).
+// Errors a KV publication wraps (test with errors.Is), besides
+// kvclient.ErrUnavailable: the store could not be reached or did not answer
+// within the timeout, nothing was changed, publish again later.
 var (
-	// ErrUnavailable means the store could not be reached or did not
-	// answer within the timeout. Nothing was changed; publish again later.
-	ErrUnavailable = errors.New("store unreachable")
 	// ErrConflict means other writers changed the store during every
 	// attempt (see maxAttempts). Nothing was changed; publish again later.
 	ErrConflict = errors.New("store changed concurrently on every attempt")
@@ -98,7 +99,8 @@ var (
 )
 
 // KVError is the error of a KV publication or removal. Err wraps one of the
-// sentinel errors above where one applies, and the cause. No field ever holds
+// sentinel errors above (or kvclient.ErrUnavailable) where one applies, and
+// the cause. No field ever holds
 // a password or key material.
 type KVError struct {
 	Store    string // "redis" or "etcd"
@@ -226,8 +228,6 @@ type kvBackend interface {
 	// the plan in one transaction guarded by what was read. It returns
 	// errConflict when the guard failed, and whether it wrote.
 	attempt(ctx context.Context, l kvLayout, change kvChange) (wrote bool, err error)
-	// unavailable reports whether err means the store was not reached.
-	unavailable(err error) bool
 	close() error
 }
 
@@ -242,7 +242,6 @@ type KVOutput struct {
 	store    string
 	endpoint string
 	layout   kvLayout
-	timeout  time.Duration
 	logger   *slog.Logger
 	backend  kvBackend
 
@@ -250,21 +249,39 @@ type KVOutput struct {
 	closed bool
 }
 
-var _ Publisher = (*KVOutput)(nil)
+var _ PublishCloser = (*KVOutput)(nil)
+
+// KVOptions are what a KV output adds to the connection.
+type KVOptions struct {
+	// RootKey is Traefik's providers.redis/etcd rootKey; "" means
+	// DefaultRootKey.
+	RootKey string
+	// Logger receives one line per change; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// newKVOutput applies the defaults of o.
+func newKVOutput(store, endpoint string, o KVOptions, b kvBackend) *KVOutput {
+	if o.RootKey == "" {
+		o.RootKey = DefaultRootKey
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &KVOutput{store: store, endpoint: endpoint, layout: kvLayout{root: o.RootKey}, logger: o.Logger, backend: b}
+}
 
 // Publish implements Publisher: the certificate list under rootKey gains or
 // replaces name's entry, in one transaction. Publishing the pair already
 // published writes nothing. On failure nothing was written and the error is
-// a *KVError wrapping ErrUnavailable, ErrConflict or the store's error.
-func (o *KVOutput) Publish(name string, certPEM, keyPEM []byte) error {
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("publish certificate %q: %w", name, err)
-	}
-	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
-		return fmt.Errorf("publish certificate %q: %w", name, err)
+// a *KVError wrapping kvclient.ErrUnavailable, ErrConflict, ctx's error or
+// the store's error.
+func (o *KVOutput) Publish(ctx context.Context, name string, certPEM, keyPEM []byte) error {
+	if err := checkPublication(ctx, name, certPEM, keyPEM); err != nil {
+		return err
 	}
 	next := kvPair{Cert: string(certPEM), Key: string(keyPEM)}
-	return o.update("publish", name, func(published map[string]kvPair) bool {
+	return o.update(ctx, "publish", name, func(published map[string]kvPair) bool {
 		if published[name] == next {
 			return false
 		}
@@ -275,8 +292,8 @@ func (o *KVOutput) Publish(name string, certPEM, keyPEM []byte) error {
 
 // Remove implements Publisher: name's entry leaves the list, the entries
 // after it move up one position, in one transaction.
-func (o *KVOutput) Remove(name string) error {
-	return o.update("remove", name, func(published map[string]kvPair) bool {
+func (o *KVOutput) Remove(ctx context.Context, name string) error {
+	return o.update(ctx, "remove", name, func(published map[string]kvPair) bool {
 		if _, ok := published[name]; !ok {
 			return false
 		}
@@ -287,7 +304,7 @@ func (o *KVOutput) Remove(name string) error {
 
 // Prune implements Publisher. It does nothing: a KV publication supersedes
 // the old values in the same transaction, nothing is left behind.
-func (o *KVOutput) Prune(time.Time) error { return nil }
+func (o *KVOutput) Prune(context.Context, time.Time) error { return nil }
 
 // Close releases the connections. Publish and Remove fail with ErrClosed
 // afterwards.
@@ -304,10 +321,11 @@ func (o *KVOutput) Close() error {
 	return nil
 }
 
-// update runs change in up to maxAttempts transactions, each bounded by the
-// timeout, with a short jittered pause between attempts so that two
-// conflicting writers do not retry in lockstep.
-func (o *KVOutput) update(op, name string, change kvChange) error {
+// update runs change in up to maxAttempts transactions, with a short
+// jittered pause between attempts so that two conflicting writers do not
+// retry in lockstep. ctx bounds the whole of it, pauses included; each
+// request is also bounded by the connection's timeout.
+func (o *KVOutput) update(ctx context.Context, op, name string, change kvChange) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	fail := func(err error) error {
@@ -317,9 +335,7 @@ func (o *KVOutput) update(op, name string, change kvChange) error {
 		return fail(ErrClosed)
 	}
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 		wrote, err := o.backend.attempt(ctx, o.layout, change)
-		cancel()
 		switch {
 		case err == nil:
 			if wrote {
@@ -331,16 +347,25 @@ func (o *KVOutput) update(op, name string, change kvChange) error {
 				return fail(fmt.Errorf("%w (%d attempts)", ErrConflict, attempt))
 			}
 			o.logger.Debug("KV transaction conflict, retrying", "name", name, "output", o.store, "attempt", attempt)
-			time.Sleep(time.Duration(attempt)*10*time.Millisecond + rand.N(10*time.Millisecond))
+			if err := pause(ctx, time.Duration(attempt)*10*time.Millisecond+rand.N(10*time.Millisecond)); err != nil {
+				return fail(fmt.Errorf("retry after a conflict: %w", err))
+			}
 		case errors.Is(err, ErrCorruptIndex):
 			return fail(fmt.Errorf("%w (%s)", err, o.layout.indexKey()))
-		case o.backend.unavailable(err):
-			return fail(fmt.Errorf("%w: %w", ErrUnavailable, err))
 		default:
 			return fail(err)
 		}
 	}
 }
 
-// joinEndpoints renders endpoints for messages.
-func joinEndpoints(endpoints []string) string { return strings.Join(endpoints, ",") }
+// pause waits d, or returns ctx's error when it ends first.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

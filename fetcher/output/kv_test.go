@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/certfetch/certfetch/fetcher/output"
+	"github.com/certfetch/certfetch/internal/kvclient"
 )
 
 // backends runs each KV test against a real Redis and a real etcd.
@@ -50,7 +51,7 @@ func newPEM(t testing.TB, cn string) pemPair {
 
 func publishPEM(t *testing.T, o output.Publisher, name string, p pemPair) {
 	t.Helper()
-	require.NoError(t, o.Publish(name, []byte(p.cert), []byte(p.key)))
+	require.NoError(t, o.Publish(t.Context(), name, []byte(p.cert), []byte(p.key)))
 }
 
 // traefikKeys is the exact content the KV store must hold under rootKey for
@@ -105,15 +106,15 @@ func TestKVPublishReplaceRemove(t *testing.T) {
 				publishPEM(t, o, "b.example", pems["b.example"])
 				assert.Equal(t, want, srv.snapshot(t), "republishing the same pair changes nothing")
 
-				require.NoError(t, o.Remove("a.example"))
+				require.NoError(t, o.Remove(t.Context(), "a.example"))
 				want = traefikKeys(rk.want, []string{"b.example"}, pems)
 				want[router] = "Host(`example.com`)"
 				assert.Equal(t, want, srv.snapshot(t), "b moves to 0, entry 1 is deleted")
 
-				require.NoError(t, o.Remove("never-published"))
-				require.NoError(t, o.Remove("b.example"))
+				require.NoError(t, o.Remove(t.Context(), "never-published"))
+				require.NoError(t, o.Remove(t.Context(), "b.example"))
 				assert.Equal(t, map[string]string{router: "Host(`example.com`)", "_certfetch/" + rk.want + "/index": `{"version":1,"names":[]}`}, srv.snapshot(t))
-				require.NoError(t, o.Prune(time.Now()))
+				require.NoError(t, o.Prune(t.Context(), time.Now()))
 			})
 		}
 	}
@@ -135,7 +136,7 @@ func TestKVPublishRejects(t *testing.T) {
 			{desc: "empty name", name: "", cert: a.cert, key: a.key, want: "invalid name"},
 		}
 		for _, tt := range tests {
-			err := o.Publish(tt.name, []byte(tt.cert), []byte(tt.key))
+			err := o.Publish(t.Context(), tt.name, []byte(tt.cert), []byte(tt.key))
 			require.Error(t, err, tt.desc)
 			assert.Contains(t, err.Error(), tt.want, tt.desc)
 		}
@@ -183,9 +184,9 @@ func TestKVReaderSeesWholeLists(t *testing.T) {
 			for i := range rounds {
 				var err error
 				if i%2 == 0 {
-					err = o.Publish("a0.example", []byte(shifts[i].cert), []byte(shifts[i].key))
+					err = o.Publish(t.Context(), "a0.example", []byte(shifts[i].cert), []byte(shifts[i].key))
 				} else {
-					err = o.Remove("a0.example")
+					err = o.Remove(t.Context(), "a0.example")
 				}
 				if err != nil {
 					errs <- err
@@ -197,7 +198,7 @@ func TestKVReaderSeesWholeLists(t *testing.T) {
 			defer wg.Done()
 			for i := range rounds {
 				p := replaces[i]
-				if err := o.Publish(steady[i%len(steady)], []byte(p.cert), []byte(p.key)); err != nil {
+				if err := o.Publish(t.Context(), steady[i%len(steady)], []byte(p.cert), []byte(p.key)); err != nil {
 					errs <- err
 					return
 				}
@@ -296,7 +297,7 @@ func TestKVNewPublisherKeepsPublished(t *testing.T) {
 		second := srv.newOutput(t, "")
 		publishPEM(t, second, "b", pems["b"])
 		assert.Equal(t, traefikKeys("traefik", []string{"a", "b", "c"}, pems), srv.snapshot(t))
-		require.NoError(t, second.Remove("a"))
+		require.NoError(t, second.Remove(t.Context(), "a"))
 		assert.Equal(t, traefikKeys("traefik", []string{"b", "c"}, pems), srv.snapshot(t))
 	})
 }
@@ -328,7 +329,7 @@ func TestKVTwoPublishersLoseNothing(t *testing.T) {
 				for _, n := range names[w] {
 					var err error
 					for range 20 {
-						if err = o.Publish(n, []byte(pems[n].cert), []byte(pems[n].key)); !errors.Is(err, output.ErrConflict) {
+						if err = o.Publish(t.Context(), n, []byte(pems[n].cert), []byte(pems[n].key)); !errors.Is(err, output.ErrConflict) {
 							break
 						}
 					}
@@ -361,8 +362,8 @@ func TestKVServerDownThenBack(t *testing.T) {
 
 		srv.stop(t)
 		start := time.Now()
-		err := o.Publish("b", []byte(pems["b"].cert), []byte(pems["b"].key))
-		require.ErrorIs(t, err, output.ErrUnavailable)
+		err := o.Publish(t.Context(), "b", []byte(pems["b"].cert), []byte(pems["b"].key))
+		require.ErrorIs(t, err, kvclient.ErrUnavailable)
 		assert.Less(t, time.Since(start), 3*testTimeout, "bounded by the timeout")
 		var kerr *output.KVError
 		require.ErrorAs(t, err, &kerr)
@@ -370,13 +371,13 @@ func TestKVServerDownThenBack(t *testing.T) {
 		assert.Equal(t, "publish", kerr.Op)
 		assert.Equal(t, "b", kerr.Name)
 		assert.Contains(t, err.Error(), `publish certificate "b" to `+store+" ")
-		require.ErrorIs(t, o.Remove("a"), output.ErrUnavailable)
+		require.ErrorIs(t, o.Remove(t.Context(), "a"), kvclient.ErrUnavailable)
 
 		// go-redis stops dialling after repeated failures and probes
 		// once a second; the daemon's retry covers that, the test
 		// polls the same way.
 		srv.start(t)
-		require.NoError(t, eventually(func() error { return o.Publish("b", []byte(pems["b"].cert), []byte(pems["b"].key)) }))
+		require.NoError(t, eventually(func() error { return o.Publish(t.Context(), "b", []byte(pems["b"].cert), []byte(pems["b"].key)) }))
 		assert.Equal(t, traefikKeys("traefik", []string{"a", "b"}, pems), srv.snapshot(t))
 	})
 }
@@ -388,7 +389,7 @@ func TestKVClosed(t *testing.T) {
 		require.NoError(t, o.Close())
 		require.NoError(t, o.Close(), "closing twice is harmless")
 		a := newPEM(t, "a")
-		require.ErrorIs(t, o.Publish("a", []byte(a.cert), []byte(a.key)), output.ErrClosed)
+		require.ErrorIs(t, o.Publish(t.Context(), "a", []byte(a.cert), []byte(a.key)), output.ErrClosed)
 	})
 }
 
@@ -400,7 +401,7 @@ func TestKVCorruptIndex(t *testing.T) {
 		srv.put(t, "_certfetch/traefik/index", "not json")
 		o := srv.newOutput(t, "")
 		a := newPEM(t, "a")
-		err := o.Publish("a", []byte(a.cert), []byte(a.key))
+		err := o.Publish(t.Context(), "a", []byte(a.cert), []byte(a.key))
 		require.ErrorIs(t, err, output.ErrCorruptIndex)
 		assert.Contains(t, err.Error(), "_certfetch/traefik/index")
 		assert.Equal(t, map[string]string{"_certfetch/traefik/index": "not json"}, srv.snapshot(t))
@@ -436,27 +437,27 @@ func TestKVPassword(t *testing.T) {
 			publishPEM(t, o, "a", a)
 
 			srv.setPassword("wrong-" + password)
-			err := srv.newOutput(t, "").Publish("a", []byte(a.cert), []byte(a.key))
+			err := srv.newOutput(t, "").Publish(t.Context(), "a", []byte(a.cert), []byte(a.key))
 			require.Error(t, err)
-			assert.NotErrorIs(t, err, output.ErrUnavailable)
+			assert.NotErrorIs(t, err, kvclient.ErrUnavailable)
 			assert.NotContains(t, err.Error(), password)
 			assert.Contains(t, err.Error(), tt.refusal)
 			srv.setPassword(password)
 
 			srv.stop(t)
 			late := srv.newOutput(t, "")
-			require.ErrorIs(t, late.Publish("b", []byte(b.cert), []byte(b.key)), output.ErrUnavailable)
+			require.ErrorIs(t, late.Publish(t.Context(), "b", []byte(b.cert), []byte(b.key)), kvclient.ErrUnavailable)
 			srv.start(t)
 			// go-redis probes a failed server once a second, and an etcd
 			// client that authenticated before the restart times out once
-			// on its stale token (see etcd.go): one unreachable failure
+			// on its stale token (see kvclient.Etcd): one unreachable failure
 			// is allowed, as the daemon retries.
 			for _, pub := range []struct {
 				o    *output.KVOutput
 				name string
 				p    pemPair
 			}{{late, "b", b}, {o, "c", c}} {
-				err := eventually(func() error { return pub.o.Publish(pub.name, []byte(pub.p.cert), []byte(pub.p.key)) })
+				err := eventually(func() error { return pub.o.Publish(t.Context(), pub.name, []byte(pub.p.cert), []byte(pub.p.key)) })
 				require.NoError(t, err)
 			}
 			assert.Equal(t, traefikKeys("traefik", []string{"a", "b", "c"}, map[string]pemPair{"a": a, "b": b, "c": c}), srv.snapshot(t))
@@ -469,7 +470,7 @@ func TestKVPassword(t *testing.T) {
 func eventually(fn func() error) error {
 	deadline := time.Now().Add(10 * time.Second)
 	err := fn()
-	for errors.Is(err, output.ErrUnavailable) && time.Now().Before(deadline) {
+	for errors.Is(err, kvclient.ErrUnavailable) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 		err = fn()
 	}

@@ -11,8 +11,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/output"
+	"github.com/certfetch/certfetch/internal/kvclient"
+	"github.com/certfetch/certfetch/internal/secret"
 	"github.com/certfetch/certfetch/internal/testkit/testservers"
 )
 
@@ -76,10 +77,8 @@ func (s *redisServer) stop(*testing.T) { s.proc.Kill() }
 
 func (s *redisServer) newOutput(t *testing.T, rootKey string) *output.KVOutput {
 	t.Helper()
-	o, err := output.NewRedisOutput(output.RedisOptions{
-		Address: s.addr, Password: config.NewSecret(s.password), RootKey: rootKey,
-		Timeout: testTimeout, Logger: quiet,
-	})
+	o, err := output.NewRedisOutput(kvclient.RedisOptions{Address: s.addr, Password: secret.New(s.password), Timeout: testTimeout},
+		output.KVOptions{RootKey: rootKey, Logger: quiet})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = o.Close() })
 	return o
@@ -174,7 +173,7 @@ func (s *etcdServer) enableAuth(t *testing.T, password string) {
 }
 
 // start starts etcd again; with auth on, the admin client is replaced (a
-// client that authenticated before the restart is stuck, see etcd.go).
+// client that authenticated before the restart is stuck, see kvclient.Etcd).
 func (s *etcdServer) start(t *testing.T) {
 	t.Helper()
 	s.proc.Start()
@@ -190,10 +189,8 @@ func (s *etcdServer) setPassword(password string) { s.password = password }
 
 func (s *etcdServer) newOutput(t *testing.T, rootKey string) *output.KVOutput {
 	t.Helper()
-	o, err := output.NewEtcdOutput(output.EtcdOptions{
-		Endpoints: []string{s.clientURL}, Username: s.username, Password: config.NewSecret(s.password),
-		RootKey: rootKey, Timeout: testTimeout, Logger: quiet,
-	})
+	o, err := output.NewEtcdOutput(kvclient.EtcdOptions{Endpoints: []string{s.clientURL}, Username: s.username,
+		Password: secret.New(s.password), Timeout: testTimeout}, output.KVOptions{RootKey: rootKey, Logger: quiet})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = o.Close() })
 	return o

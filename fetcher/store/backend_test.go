@@ -19,6 +19,8 @@ import (
 
 	"github.com/certfetch/certfetch/acme"
 	"github.com/certfetch/certfetch/fetcher/store"
+	"github.com/certfetch/certfetch/internal/kvclient"
+	"github.com/certfetch/certfetch/internal/secret"
 	"github.com/certfetch/certfetch/internal/testkit/testservers"
 )
 
@@ -36,6 +38,7 @@ var (
 // the same directory, or the same server and prefix.
 type env struct {
 	kind string
+	dir  string              // file only
 	srv  *testservers.Server // nil for file
 	open func(t *testing.T, timeout time.Duration) *store.Store
 }
@@ -49,9 +52,9 @@ func newEnv(t *testing.T, kind string) *env {
 	e := &env{kind: kind}
 	switch kind {
 	case "file":
-		dir := t.TempDir()
+		e.dir = t.TempDir()
 		e.open = func(t *testing.T, _ time.Duration) *store.Store {
-			st, err := store.Open(dir)
+			st, err := store.Open(e.dir)
 			require.NoError(t, err)
 			return st
 		}
@@ -59,8 +62,8 @@ func newEnv(t *testing.T, kind string) *env {
 		srv, addr := testservers.StartRedis(t)
 		e.srv = srv
 		e.open = func(t *testing.T, timeout time.Duration) *store.Store {
-			st, err := store.OpenRedis(t.Context(), store.RedisOptions{Address: addr, Prefix: "test/", Timeout: timeout,
-				Instance: fmt.Sprintf("instance-%d", instances.Add(1))})
+			st, err := store.OpenRedis(t.Context(), kvclient.RedisOptions{Address: addr, Timeout: timeout},
+				store.Options{Prefix: "test/", Instance: fmt.Sprintf("instance-%d", instances.Add(1))})
 			require.NoError(t, err)
 			t.Cleanup(func() { st.Close() })
 			return st
@@ -69,8 +72,8 @@ func newEnv(t *testing.T, kind string) *env {
 		srv, endpoint := testservers.StartEtcd(t)
 		e.srv = srv
 		e.open = func(t *testing.T, timeout time.Duration) *store.Store {
-			st, err := store.OpenEtcd(t.Context(), store.EtcdOptions{Endpoints: []string{endpoint}, Prefix: "test/", Timeout: timeout,
-				Instance: fmt.Sprintf("instance-%d", instances.Add(1))})
+			st, err := store.OpenEtcd(t.Context(), kvclient.EtcdOptions{Endpoints: []string{endpoint}, Timeout: timeout},
+				store.Options{Prefix: "test/", Instance: fmt.Sprintf("instance-%d", instances.Add(1))})
 			require.NoError(t, err)
 			t.Cleanup(func() { st.Close() })
 			return st
@@ -94,9 +97,18 @@ func forEachKind(t *testing.T, kinds []string, test func(t *testing.T, e *env)) 
 
 func (e *env) store(t *testing.T) *store.Store { return e.open(t, 0) }
 
-// fenced returns ctx carrying lease.
+// fenced returns the lease's context (Lease.Context) for the test.
 func fenced(t *testing.T, l *store.Lease) context.Context {
-	return store.WithLease(t.Context(), l)
+	ctx, cancel := l.Context(t.Context())
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// lost returns a channel closed once l is lost or released.
+func lost(t *testing.T, l *store.Lease) <-chan struct{} {
+	ctx, cancel := l.Context(context.Background())
+	t.Cleanup(cancel)
+	return ctx.Done()
 }
 
 func record(key, orderURL string) *acme.Record {
@@ -111,28 +123,28 @@ func TestRecordsOnEveryBackend(t *testing.T) {
 		run  func(t *testing.T, st *store.Store)
 	}{
 		{desc: "certificate round-trip, missing is ErrNotFound", run: func(t *testing.T, st *store.Store) {
-			_, err := st.LoadCertificate("www")
+			_, err := st.LoadCertificate(t.Context(), "www")
 			require.ErrorIs(t, err, store.ErrNotFound)
 			want := &store.Certificate{Name: "www", Domains: []string{"www.example"}, CertPEM: []byte("CERT"), KeyPEM: []byte("KEY"),
 				Failures: 2, LastError: "boom", RetryAt: time.Unix(1700000000, 0).UTC()}
-			require.NoError(t, st.SaveCertificate(want))
-			got, err := st.LoadCertificate("www")
+			require.NoError(t, st.SaveCertificate(t.Context(), want))
+			got, err := st.LoadCertificate(t.Context(), "www")
 			require.NoError(t, err)
 			assert.Equal(t, want, got)
 			want.Failures = 0
-			require.NoError(t, st.SaveCertificateContext(t.Context(), want), "a write replaces the record")
-			got, err = st.LoadCertificateContext(t.Context(), "www")
+			require.NoError(t, st.SaveCertificate(t.Context(), want), "a write replaces the record")
+			got, err = st.LoadCertificate(t.Context(), "www")
 			require.NoError(t, err)
 			assert.Equal(t, want, got)
 		}},
 		{desc: "accounts are keyed by resolver and CA", run: func(t *testing.T, st *store.Store) {
-			require.NoError(t, st.SaveAccount("r", &store.Account{Directory: "https://one/dir", KeyPEM: []byte("K1"), URL: "https://one/acct/1"}))
-			got, err := st.LoadAccount("r", "https://one/dir")
+			require.NoError(t, st.SaveAccount(t.Context(), "r", &store.Account{Directory: "https://one/dir", KeyPEM: []byte("K1"), URL: "https://one/acct/1"}))
+			got, err := st.LoadAccount(t.Context(), "r", "https://one/dir")
 			require.NoError(t, err)
 			assert.Equal(t, &store.Account{Directory: "https://one/dir", KeyPEM: []byte("K1"), URL: "https://one/acct/1"}, got)
-			_, err = st.LoadAccount("r", "https://two/dir")
+			_, err = st.LoadAccount(t.Context(), "r", "https://two/dir")
 			require.ErrorIs(t, err, store.ErrNotFound)
-			_, err = st.LoadAccount("other", "https://one/dir")
+			_, err = st.LoadAccount(t.Context(), "other", "https://one/dir")
 			require.ErrorIs(t, err, store.ErrNotFound)
 		}},
 		{desc: "journal round-trip, Orders, delete", run: func(t *testing.T, st *store.Store) {
@@ -146,14 +158,14 @@ func TestRecordsOnEveryBackend(t *testing.T) {
 			got, err := j.Load(ctx, "0123")
 			require.NoError(t, err)
 			assert.Equal(t, r1, got)
-			orders, err := st.Orders()
+			orders, err := st.Orders(t.Context())
 			require.NoError(t, err)
 			assert.Equal(t, []*acme.Record{r1, r2}, orders, "sorted by key")
 			require.NoError(t, j.Delete(ctx, "0123"))
 			require.NoError(t, j.Delete(ctx, "0123"), "deleting a missing record is not an error")
 			_, err = j.Load(ctx, "0123")
 			require.ErrorIs(t, err, acme.ErrNoRecord)
-			orders, err = st.OrdersContext(ctx)
+			orders, err = st.Orders(ctx)
 			require.NoError(t, err)
 			assert.Equal(t, []*acme.Record{r2}, orders)
 		}},
@@ -161,21 +173,17 @@ func TestRecordsOnEveryBackend(t *testing.T) {
 			certs, err := st.Certificates(t.Context())
 			require.NoError(t, err)
 			assert.Empty(t, certs)
-			require.NoError(t, st.SaveCertificate(&store.Certificate{Name: "b"}))
-			require.NoError(t, st.SaveCertificate(&store.Certificate{Name: "a"}))
+			require.NoError(t, st.SaveCertificate(t.Context(), &store.Certificate{Name: "b"}))
+			require.NoError(t, st.SaveCertificate(t.Context(), &store.Certificate{Name: "a"}))
 			require.NoError(t, st.Journal().Save(t.Context(), record("c", "u")))
-			require.NoError(t, st.SaveAccount("d", &store.Account{Directory: "x"}))
+			require.NoError(t, st.SaveAccount(t.Context(), "d", &store.Account{Directory: "x"}))
 			certs, err = st.Certificates(t.Context())
 			require.NoError(t, err)
 			assert.Equal(t, []*store.Certificate{{Name: "a"}, {Name: "b"}}, certs)
-			require.NoError(t, st.DeleteCertificateContext(t.Context(), "a"))
-			certs, err = st.Certificates(t.Context())
-			require.NoError(t, err)
-			assert.Equal(t, []*store.Certificate{{Name: "b"}}, certs)
 		}},
 		{desc: "names that would escape their directory are refused", run: func(t *testing.T, st *store.Store) {
 			for _, name := range []string{"", ".hidden", "a/b", "../x"} {
-				require.Error(t, st.SaveCertificate(&store.Certificate{Name: name}), name)
+				require.Error(t, st.SaveCertificate(t.Context(), &store.Certificate{Name: name}), name)
 			}
 		}},
 	}
@@ -215,9 +223,9 @@ func openPrefixed(t *testing.T, e *env, prefix string) *store.Store {
 	)
 	switch e.kind {
 	case "redis":
-		st, err = store.OpenRedis(t.Context(), store.RedisOptions{Address: e.srv.Addr(), Prefix: prefix})
+		st, err = store.OpenRedis(t.Context(), kvclient.RedisOptions{Address: e.srv.Addr()}, store.Options{Prefix: prefix})
 	case "etcd":
-		st, err = store.OpenEtcd(t.Context(), store.EtcdOptions{Endpoints: []string{e.srv.Addr()}, Prefix: prefix})
+		st, err = store.OpenEtcd(t.Context(), kvclient.EtcdOptions{Endpoints: []string{e.srv.Addr()}}, store.Options{Prefix: prefix})
 	}
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
@@ -228,56 +236,103 @@ func TestPrefixesIsolateStores(t *testing.T) {
 	t.Parallel()
 	forEachKind(t, sharedKinds, func(t *testing.T, e *env) {
 		one, two := openPrefixed(t, e, "one/"), openPrefixed(t, e, "two/")
-		require.NoError(t, one.SaveCertificate(&store.Certificate{Name: "www"}))
-		_, err := two.LoadCertificate("www")
+		require.NoError(t, one.SaveCertificate(t.Context(), &store.Certificate{Name: "www"}))
+		_, err := two.LoadCertificate(t.Context(), "www")
 		require.ErrorIs(t, err, store.ErrNotFound)
 		certs, err := two.Certificates(t.Context())
 		require.NoError(t, err)
 		assert.Empty(t, certs)
-		l, err := one.TryLock(t.Context(), "certificates/www", testTTL[e.kind])
+		l, err := one.AcquireLease(t.Context(), "certificates/www", testTTL[e.kind])
 		require.NoError(t, err)
 		defer l.Release(t.Context())
-		l2, err := two.TryLock(t.Context(), "certificates/www", testTTL[e.kind])
+		l2, err := two.AcquireLease(t.Context(), "certificates/www", testTTL[e.kind])
 		require.NoError(t, err, "locks under another prefix are independent")
 		require.NoError(t, l2.Release(t.Context()))
 	})
 }
 
-func TestTryLockIsExclusiveAcrossStores(t *testing.T) {
+func TestAcquireLeaseIsExclusiveAcrossStores(t *testing.T) {
 	t.Parallel()
 	forEachKind(t, allKinds, func(t *testing.T, e *env) {
 		a, b := e.store(t), e.store(t)
 		ctx, ttl := t.Context(), testTTL[e.kind]
 
-		la, err := a.TryLock(ctx, "certificates/www", ttl)
+		la, err := a.AcquireLease(ctx, "certificates/www", ttl)
 		require.NoError(t, err)
 		assert.Equal(t, "certificates/www", la.Name())
-		_, err = b.TryLock(ctx, "certificates/www", ttl)
-		require.ErrorIs(t, err, store.ErrLocked)
-		var locked *store.LockedError
-		require.ErrorAs(t, err, &locked)
-		assert.Equal(t, la.Holder(), locked.Holder, "the error names the holder")
+		_, err = b.AcquireLease(ctx, "certificates/www", ttl)
+		require.ErrorIs(t, err, store.ErrLeaseHeld)
+		var held *store.LeaseHeldError
+		require.ErrorAs(t, err, &held)
+		assert.Equal(t, la.Holder(), held.Holder, "the error names the holder")
 		assert.Contains(t, err.Error(), la.Holder())
-		_, err = a.TryLock(ctx, "certificates/www", ttl)
-		require.ErrorIs(t, err, store.ErrLocked, "not re-entrant: a second job in the same instance is refused too")
+		_, err = a.AcquireLease(ctx, "certificates/www", ttl)
+		require.ErrorIs(t, err, store.ErrLeaseHeld, "not re-entrant: a second job in the same instance is refused too")
 
-		other, err := b.TryLock(ctx, "certificates/other", ttl)
+		other, err := b.AcquireLease(ctx, "certificates/other", ttl)
 		require.NoError(t, err, "locks are per name")
 		require.NoError(t, other.Release(ctx))
 
+		laCtx := fenced(t, la)
 		require.NoError(t, la.Release(ctx))
 		select {
-		case <-la.Lost():
+		case <-laCtx.Done():
 		default:
-			t.Fatal("Lost is closed after Release")
+			t.Fatal("the lease's context ends with Release")
 		}
+		require.ErrorIs(t, context.Cause(laCtx), store.ErrLeaseLost, "its cause says why")
 		require.ErrorIs(t, la.Err(), store.ErrLeaseLost)
 		require.NoError(t, la.Release(ctx), "a second Release is harmless")
 
-		lb, err := b.TryLock(ctx, "certificates/www", ttl)
+		lb, err := b.AcquireLease(ctx, "certificates/www", ttl)
 		require.NoError(t, err, "released")
 		assert.Greater(t, lb.Token(), la.Token(), "fencing tokens increase")
 		require.NoError(t, lb.Release(ctx))
+	})
+}
+
+// TestLeaseHeldSaysWhenTheLeaseRunsOut: a refused acquisition reports when
+// the holder's lease runs out as the server counts it, so that a holder that
+// died (stopped renewing) leaves the lock free at Expires.
+func TestLeaseHeldSaysWhenTheLeaseRunsOut(t *testing.T) {
+	t.Parallel()
+	// etcd counts whole seconds: a TTL of a few seconds keeps its rounding
+	// small against the TTL.
+	ttls := map[string]time.Duration{"file": time.Second, "redis": time.Second, "etcd": 3 * time.Second}
+	forEachKind(t, allKinds, func(t *testing.T, e *env) {
+		a, b := e.store(t), e.store(t)
+		ttl := ttls[e.kind]
+		la, err := a.AcquireLease(t.Context(), "certificates/www", ttl)
+		require.NoError(t, err)
+		defer la.Release(t.Context())
+		_, err = b.AcquireLease(t.Context(), "certificates/www", ttl)
+		now := time.Now()
+		var held *store.LeaseHeldError
+		require.ErrorAs(t, err, &held)
+		assert.NotErrorIs(t, err, store.ErrDirectoryLocked, "a lease conflict is not the directory's")
+		if e.kind == "file" {
+			assert.True(t, held.Expires.IsZero(), "unknown: a file lease lives as long as its process")
+			return
+		}
+		// Within the TTL, and a millisecond: Redis counts in whole
+		// milliseconds and frees a key once its clock is past the expiry.
+		assert.True(t, held.Expires.After(now), "Expires %s is after %s", held.Expires, now)
+		assert.False(t, held.Expires.After(now.Add(ttl+time.Millisecond)), "Expires %s is within the %s TTL of %s", held.Expires, ttl, now)
+
+		store.StopRenewing(la) // the holder dies
+		_, err = b.AcquireLease(t.Context(), "certificates/www", ttl)
+		require.ErrorAs(t, err, &held)
+		time.Sleep(time.Until(held.Expires))
+		if e.kind == "redis" {
+			// Redis expires a key the moment its PTTL has run out.
+			lb, err := b.AcquireLease(t.Context(), "certificates/www", ttl)
+			require.NoError(t, err, "free at Expires")
+			require.NoError(t, lb.Release(t.Context()))
+			return
+		}
+		// etcd revokes expired leases on its next check, every 500 ms.
+		lb := tryUntil(t, b, "certificates/www", ttl, time.Second)
+		require.NoError(t, lb.Release(t.Context()))
 	})
 }
 
@@ -285,23 +340,24 @@ func TestWritesUnderAReleasedLeaseAreRejected(t *testing.T) {
 	t.Parallel()
 	forEachKind(t, allKinds, func(t *testing.T, e *env) {
 		st := e.store(t)
-		l, err := st.TryLock(t.Context(), "certificates/www", testTTL[e.kind])
+		l, err := st.AcquireLease(t.Context(), "certificates/www", testTTL[e.kind])
 		require.NoError(t, err)
 		ctx := fenced(t, l)
 		kept := &store.Certificate{Name: "www", LastError: "kept"}
-		require.NoError(t, st.SaveCertificateContext(ctx, kept), "held: the write goes through")
+		require.NoError(t, st.SaveCertificate(ctx, kept), "held: the write goes through")
 		// The engine hands the journal context.WithoutCancel(ctx): the lease must survive it.
 		jctx := context.WithoutCancel(ctx)
 		require.NoError(t, st.Journal().Save(jctx, record("k1", "https://ca/order/1")))
 		require.NoError(t, l.Release(t.Context()))
 
-		err = st.SaveCertificateContext(ctx, &store.Certificate{Name: "www", LastError: "late"})
+		err = st.SaveCertificate(ctx, &store.Certificate{Name: "www", LastError: "late"})
 		require.ErrorIs(t, err, store.ErrLeaseLost)
 		assert.Contains(t, err.Error(), "certificates/www")
 		require.ErrorIs(t, st.Journal().Save(jctx, record("k1", "https://ca/order/2")), store.ErrLeaseLost)
 		require.ErrorIs(t, st.Journal().Delete(jctx, "k1"), store.ErrLeaseLost)
+		require.NoError(t, st.SaveAccount(jctx, "r", &store.Account{Directory: "d"}), "accounts are not fenced")
 
-		got, err := st.LoadCertificate("www")
+		got, err := st.LoadCertificate(t.Context(), "www")
 		require.NoError(t, err)
 		assert.Equal(t, kept, got, "the rejected write did not happen")
 		rec, err := st.Journal().Load(t.Context(), "k1")
@@ -314,29 +370,29 @@ func TestLeaseOfAnotherStoreIsRefused(t *testing.T) {
 	t.Parallel()
 	forEachKind(t, allKinds, func(t *testing.T, e *env) {
 		a, b := e.store(t), e.store(t)
-		l, err := a.TryLock(t.Context(), "certificates/www", testTTL[e.kind])
+		l, err := a.AcquireLease(t.Context(), "certificates/www", testTTL[e.kind])
 		require.NoError(t, err)
 		defer l.Release(t.Context())
-		err = b.SaveCertificateContext(fenced(t, l), &store.Certificate{Name: "www"})
+		err = b.SaveCertificate(fenced(t, l), &store.Certificate{Name: "www"})
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "lease on lock certificates/www comes from")
-		_, err = b.LoadCertificate("www")
+		_, err = b.LoadCertificate(t.Context(), "www")
 		require.ErrorIs(t, err, store.ErrNotFound)
 	})
 }
 
-// tryUntil calls TryLock every poll until it succeeds or within fails.
+// tryUntil calls AcquireLease every poll until it succeeds or within fails.
 func tryUntil(t *testing.T, st *store.Store, name string, ttl, within time.Duration) *store.Lease {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	tick := time.NewTicker(ttl / 20)
 	defer tick.Stop()
 	for {
-		l, err := st.TryLock(t.Context(), name, ttl)
+		l, err := st.AcquireLease(t.Context(), name, ttl)
 		if err == nil {
 			return l
 		}
-		require.ErrorIs(t, err, store.ErrLocked)
+		require.ErrorIs(t, err, store.ErrLeaseHeld)
 		require.True(t, time.Now().Before(deadline), "lock %s not free within %s: %v", name, within, err)
 		<-tick.C
 	}
@@ -357,25 +413,26 @@ func TestRenewalKeepsTheLockPastItsTTL(t *testing.T) {
 	forEachKind(t, sharedKinds, func(t *testing.T, e *env) {
 		a, b := e.store(t), e.store(t)
 		ttl := testTTL[e.kind]
-		la, err := a.TryLock(t.Context(), "certificates/www", ttl)
+		la, err := a.AcquireLease(t.Context(), "certificates/www", ttl)
 		require.NoError(t, err)
 		acquired := time.Now()
+		laLost := lost(t, la)
 		// B keeps trying for three TTLs: every attempt must find the lock held.
 		tick := time.NewTicker(ttl / 10)
 		defer tick.Stop()
 		for time.Since(acquired) < 3*ttl {
-			_, err := b.TryLock(t.Context(), "certificates/www", ttl)
-			require.ErrorIs(t, err, store.ErrLocked, "after %s", time.Since(acquired))
+			_, err := b.AcquireLease(t.Context(), "certificates/www", ttl)
+			require.ErrorIs(t, err, store.ErrLeaseHeld, "after %s", time.Since(acquired))
 			select {
-			case <-la.Lost():
+			case <-laLost:
 				t.Fatalf("lease lost after %s: %v", time.Since(acquired), la.Err())
 			case <-tick.C:
 			}
 		}
-		require.NoError(t, a.SaveCertificateContext(fenced(t, la), &store.Certificate{Name: "www"}),
+		require.NoError(t, a.SaveCertificate(fenced(t, la), &store.Certificate{Name: "www"}),
 			"fenced writes still pass")
 		require.NoError(t, la.Release(t.Context()))
-		lb, err := b.TryLock(t.Context(), "certificates/www", ttl)
+		lb, err := b.AcquireLease(t.Context(), "certificates/www", ttl)
 		require.NoError(t, err, "released")
 		require.NoError(t, lb.Release(t.Context()))
 	})
@@ -387,14 +444,15 @@ func TestDeadHolderLosesTheLockAfterTheTTL(t *testing.T) {
 		a, b := e.store(t), e.store(t)
 		ttl := testTTL[e.kind]
 		start := time.Now()
-		la, err := a.TryLock(t.Context(), "certificates/www", ttl)
+		la, err := a.AcquireLease(t.Context(), "certificates/www", ttl)
 		require.NoError(t, err)
 		rec := record("k1", "https://ca/order/1")
 		require.NoError(t, a.Journal().Save(context.WithoutCancel(fenced(t, la)), rec), "the order is journaled")
 
+		laLost := lost(t, la)
 		require.NoError(t, a.Close(), "the holder dies without Release")
-		_, err = b.TryLock(t.Context(), "certificates/www", ttl)
-		require.ErrorIs(t, err, store.ErrLocked, "a dead holder keeps the lock until the TTL")
+		_, err = b.AcquireLease(t.Context(), "certificates/www", ttl)
+		require.ErrorIs(t, err, store.ErrLeaseHeld, "a dead holder keeps the lock until the TTL")
 
 		lb := tryUntil(t, b, "certificates/www", ttl, 10*ttl+5*time.Second)
 		defer lb.Release(t.Context())
@@ -404,7 +462,7 @@ func TestDeadHolderLosesTheLockAfterTheTTL(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, rec, got, "the new holder finds the journaled order to resume")
 
-		waitClosed(t, la.Lost(), 2*ttl, "the dead holder's lease is marked lost")
+		waitClosed(t, laLost, 2*ttl, "the dead holder's lease is marked lost")
 		require.ErrorIs(t, la.Err(), store.ErrLeaseLost)
 	})
 }
@@ -414,7 +472,7 @@ func TestPausedHolderIsFenced(t *testing.T) {
 	forEachKind(t, sharedKinds, func(t *testing.T, e *env) {
 		a, b, c := e.store(t), e.store(t), e.store(t)
 		ttl := testTTL[e.kind]
-		la, err := a.TryLock(t.Context(), "certificates/www", ttl)
+		la, err := a.AcquireLease(t.Context(), "certificates/www", ttl)
 		require.NoError(t, err)
 		actx := context.WithoutCancel(fenced(t, la))
 		require.NoError(t, a.Journal().Save(actx, record("k1", "https://ca/order/1")))
@@ -423,14 +481,14 @@ func TestPausedHolderIsFenced(t *testing.T) {
 		lb := tryUntil(t, b, "certificates/www", ttl, 10*ttl+5*time.Second)
 		bctx := fenced(t, lb)
 		newRec := &store.Certificate{Name: "www", LastError: "written by the new holder"}
-		require.NoError(t, b.SaveCertificateContext(bctx, newRec))
+		require.NoError(t, b.SaveCertificate(bctx, newRec))
 
 		require.NoError(t, la.Err(), "A has not noticed: only the server-side check can stop it")
-		err = a.SaveCertificateContext(actx, &store.Certificate{Name: "www", LastError: "stale"})
+		err = a.SaveCertificate(actx, &store.Certificate{Name: "www", LastError: "stale"})
 		require.ErrorIs(t, err, store.ErrLeaseLost)
 		require.ErrorIs(t, a.Journal().Save(actx, record("k1", "https://ca/order/2")), store.ErrLeaseLost)
 		require.ErrorIs(t, a.Journal().Delete(actx, "k1"), store.ErrLeaseLost)
-		got, err := b.LoadCertificate("www")
+		got, err := b.LoadCertificate(t.Context(), "www")
 		require.NoError(t, err)
 		assert.Equal(t, newRec, got, "the old holder did not overwrite the new holder's record")
 		rec, err := b.Journal().Load(bctx, "k1")
@@ -438,12 +496,12 @@ func TestPausedHolderIsFenced(t *testing.T) {
 		assert.Equal(t, "https://ca/order/1", rec.OrderURL, "nor the journal")
 
 		require.NoError(t, la.Release(t.Context()), "releasing a lease taken over is not an error")
-		_, err = c.TryLock(t.Context(), "certificates/www", ttl)
-		require.ErrorIs(t, err, store.ErrLocked, "the old holder's Release left the new holder's lock alone")
-		var locked *store.LockedError
-		require.ErrorAs(t, err, &locked)
-		assert.Equal(t, lb.Holder(), locked.Holder)
-		require.NoError(t, b.SaveCertificateContext(bctx, newRec), "the new holder still writes")
+		_, err = c.AcquireLease(t.Context(), "certificates/www", ttl)
+		require.ErrorIs(t, err, store.ErrLeaseHeld, "the old holder's Release left the new holder's lock alone")
+		var held *store.LeaseHeldError
+		require.ErrorAs(t, err, &held)
+		assert.Equal(t, lb.Holder(), held.Holder)
+		require.NoError(t, b.SaveCertificate(bctx, newRec), "the new holder still writes")
 		require.NoError(t, lb.Release(t.Context()))
 	})
 }
@@ -455,37 +513,37 @@ func TestServerRestart(t *testing.T) {
 		// until it, and this test makes several while it is down.
 		st := e.open(t, time.Second)
 		want := &store.Certificate{Name: "www", KeyPEM: []byte("KEY")}
-		require.NoError(t, st.SaveCertificate(want))
-		l, err := st.TryLock(t.Context(), "certificates/held", 30*time.Second)
+		require.NoError(t, st.SaveCertificate(t.Context(), want))
+		l, err := st.AcquireLease(t.Context(), "certificates/held", 30*time.Second)
 		require.NoError(t, err)
 
 		e.srv.Kill()
-		_, err = st.LoadCertificate("www")
-		require.ErrorIs(t, err, store.ErrUnavailable)
+		_, err = st.LoadCertificate(t.Context(), "www")
+		require.ErrorIs(t, err, kvclient.ErrUnavailable)
 		assert.Contains(t, err.Error(), "get test/certificates/www")
-		err = st.SaveCertificate(want)
-		require.ErrorIs(t, err, store.ErrUnavailable)
+		err = st.SaveCertificate(t.Context(), want)
+		require.ErrorIs(t, err, kvclient.ErrUnavailable)
 		assert.Contains(t, err.Error(), "put test/certificates/www")
-		_, err = st.TryLock(t.Context(), "certificates/other", time.Second)
-		require.ErrorIs(t, err, store.ErrUnavailable)
-		assert.NotErrorIs(t, err, store.ErrLocked)
-		_, err = st.Orders()
-		require.ErrorIs(t, err, store.ErrUnavailable)
+		_, err = st.AcquireLease(t.Context(), "certificates/other", time.Second)
+		require.ErrorIs(t, err, kvclient.ErrUnavailable)
+		assert.NotErrorIs(t, err, store.ErrLeaseHeld)
+		_, err = st.Orders(t.Context())
+		require.ErrorIs(t, err, kvclient.ErrUnavailable)
 
 		e.srv.Start()
 		// The client reconnects in the background: poll until it has.
 		deadline := time.Now().Add(20 * time.Second)
 		var got *store.Certificate
-		for got, err = st.LoadCertificate("www"); err != nil; got, err = st.LoadCertificate("www") {
-			require.ErrorIs(t, err, store.ErrUnavailable)
+		for got, err = st.LoadCertificate(t.Context(), "www"); err != nil; got, err = st.LoadCertificate(t.Context(), "www") {
+			require.ErrorIs(t, err, kvclient.ErrUnavailable)
 			require.True(t, time.Now().Before(deadline), "not back within 20 s: %v", err)
 		}
 		assert.Equal(t, want, got, "the data survived the restart")
-		require.NoError(t, st.SaveCertificate(&store.Certificate{Name: "after"}))
-		l2, err := st.TryLock(t.Context(), "certificates/other", time.Second)
+		require.NoError(t, st.SaveCertificate(t.Context(), &store.Certificate{Name: "after"}))
+		l2, err := st.AcquireLease(t.Context(), "certificates/other", time.Second)
 		require.NoError(t, err)
 		require.NoError(t, l2.Release(t.Context()))
-		require.NoError(t, st.SaveCertificateContext(fenced(t, l), want), "a lease longer than the outage survives it")
+		require.NoError(t, st.SaveCertificate(fenced(t, l), want), "a lease longer than the outage survives it")
 		require.NoError(t, l.Release(t.Context()))
 	})
 }
@@ -502,7 +560,7 @@ func TestConcurrentWritesOfDistinctRecords(t *testing.T) {
 				st := stores[w%len(stores)]
 				for i := range perWriter {
 					name := fmt.Sprintf("c%02d-%02d", w, i)
-					if err := st.SaveCertificate(&store.Certificate{Name: name, Failures: w*100 + i}); err != nil {
+					if err := st.SaveCertificate(t.Context(), &store.Certificate{Name: name, Failures: w*100 + i}); err != nil {
 						errs <- err
 					}
 					if err := st.Journal().Save(t.Context(), record(name, name)); err != nil {
@@ -525,7 +583,7 @@ func TestConcurrentWritesOfDistinctRecords(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, w*100+i, c.Failures, c.Name)
 		}
-		orders, err := stores[1].Orders()
+		orders, err := stores[1].Orders(t.Context())
 		require.NoError(t, err)
 		assert.Len(t, orders, writers*perWriter)
 	})
@@ -533,8 +591,8 @@ func TestConcurrentWritesOfDistinctRecords(t *testing.T) {
 
 func TestOpenErrors(t *testing.T) {
 	t.Parallel()
-	const secret = "s3cret-password"
-	_, redisAddr := testservers.StartRedis(t, "--requirepass", secret)
+	const password = "s3cret-password"
+	_, redisAddr := testservers.StartRedis(t, "--requirepass", password)
 	deadAddr := "127.0.0.1:1" // nothing listens on port 1 here
 	tests := []struct {
 		desc        string
@@ -542,20 +600,20 @@ func TestOpenErrors(t *testing.T) {
 		unavailable bool
 	}{
 		{desc: "redis wrong password", open: func(ctx context.Context) (*store.Store, error) {
-			return store.OpenRedis(ctx, store.RedisOptions{Address: redisAddr, Password: "wrong-" + secret})
+			return store.OpenRedis(ctx, kvclient.RedisOptions{Address: redisAddr, Password: secret.New("wrong-" + password)}, store.Options{})
 		}},
 		{desc: "redis unreachable", unavailable: true, open: func(ctx context.Context) (*store.Store, error) {
-			return store.OpenRedis(ctx, store.RedisOptions{Address: deadAddr, Password: secret, Timeout: time.Second})
+			return store.OpenRedis(ctx, kvclient.RedisOptions{Address: deadAddr, Password: secret.New(password), Timeout: time.Second}, store.Options{})
 		}},
 		{desc: "etcd unreachable", unavailable: true, open: func(ctx context.Context) (*store.Store, error) {
-			return store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: []string{"http://" + deadAddr}, Password: secret,
-				Username: "u", Timeout: 500 * time.Millisecond})
+			return store.OpenEtcd(ctx, kvclient.EtcdOptions{Endpoints: []string{"http://" + deadAddr}, Password: secret.New(password),
+				Username: "u", Timeout: 500 * time.Millisecond}, store.Options{})
 		}},
 		{desc: "redis without address", open: func(ctx context.Context) (*store.Store, error) {
-			return store.OpenRedis(ctx, store.RedisOptions{})
+			return store.OpenRedis(ctx, kvclient.RedisOptions{}, store.Options{})
 		}},
 		{desc: "etcd without endpoints", open: func(ctx context.Context) (*store.Store, error) {
-			return store.OpenEtcd(ctx, store.EtcdOptions{})
+			return store.OpenEtcd(ctx, kvclient.EtcdOptions{}, store.Options{})
 		}},
 	}
 	for _, tc := range tests {
@@ -564,34 +622,30 @@ func TestOpenErrors(t *testing.T) {
 			st, err := tc.open(t.Context())
 			require.Error(t, err)
 			assert.Nil(t, st)
-			assert.NotContains(t, err.Error(), secret, "the password never appears in errors")
-			assert.Equal(t, tc.unavailable, errors.Is(err, store.ErrUnavailable), err.Error())
+			assert.NotContains(t, err.Error(), password, "the password never appears in errors")
+			assert.Equal(t, tc.unavailable, errors.Is(err, kvclient.ErrUnavailable), err.Error())
 		})
 	}
-	st, err := store.OpenRedis(t.Context(), store.RedisOptions{Address: redisAddr, Password: secret})
+	st, err := store.OpenRedis(t.Context(), kvclient.RedisOptions{Address: redisAddr, Password: secret.New(password)}, store.Options{})
 	require.NoError(t, err, "the right password works")
-	assert.NotContains(t, st.String(), secret)
+	assert.NotContains(t, st.String(), password)
 	require.NoError(t, st.Close())
 }
 
-func TestLockAndDirOnSharedStores(t *testing.T) {
+func TestLockDirectoryOnSharedStores(t *testing.T) {
 	t.Parallel()
 	forEachKind(t, allKinds, func(t *testing.T, e *env) {
 		a, b := e.store(t), e.store(t)
-		unlock, err := a.Lock()
+		unlock, err := a.LockDirectory()
 		require.NoError(t, err)
 		defer unlock()
-		_, err = b.Lock()
+		_, err = b.LockDirectory()
+		assert.Contains(t, a.String(), e.kind)
 		if e.kind == "file" {
-			require.ErrorIs(t, err, store.ErrLocked)
-			assert.NotEmpty(t, a.Dir())
-			assert.False(t, a.Shared())
+			require.ErrorIs(t, err, store.ErrDirectoryLocked)
 			return
 		}
-		require.NoError(t, err, "instances share Redis and etcd stores: Lock does not exclude them")
-		assert.Empty(t, a.Dir())
-		assert.True(t, a.Shared())
-		assert.Contains(t, a.String(), e.kind)
+		require.NoError(t, err, "instances share Redis and etcd stores: LockDirectory does not exclude them")
 	})
 }
 
@@ -614,11 +668,11 @@ func TestCreateAccountHasOneWinner(t *testing.T) {
 			require.NoError(t, errs[i])
 			assert.Equal(t, got[0], got[i], "every racer gets the winner's account")
 		}
-		stored, err := stores[1].LoadAccount("r", "https://ca/dir")
+		stored, err := stores[1].LoadAccount(t.Context(), "r", "https://ca/dir")
 		require.NoError(t, err)
 		assert.Equal(t, got[0], stored)
 		if e.kind == "file" {
-			entries, err := os.ReadDir(filepath.Join(stores[0].Dir(), "accounts"))
+			entries, err := os.ReadDir(filepath.Join(e.dir, "accounts"))
 			require.NoError(t, err)
 			require.Len(t, entries, 1, "no temporary file is left behind")
 			info, err := entries[0].Info()
@@ -655,14 +709,15 @@ func TestRenewalThatFindsTheLockTakenLosesTheLease(t *testing.T) {
 		// A TTL far longer than the test: only the renewal's check can
 		// end this lease.
 		ttl := 30 * time.Second
-		la, err := a.TryLock(t.Context(), "certificates/www", 3*time.Second)
+		la, err := a.AcquireLease(t.Context(), "certificates/www", 3*time.Second)
 		require.NoError(t, err)
+		laLost := lost(t, la)
 		deleteLockKey(t, e, "certificates/www")
-		lb, err := b.TryLock(t.Context(), "certificates/www", ttl)
+		lb, err := b.AcquireLease(t.Context(), "certificates/www", ttl)
 		require.NoError(t, err)
 		defer lb.Release(t.Context())
 		// The first renewal runs at a third of A's 3 s TTL.
-		waitClosed(t, la.Lost(), 2*time.Second, "a renewal that finds the lock taken marks the lease lost")
+		waitClosed(t, laLost, 2*time.Second, "a renewal that finds the lock taken marks the lease lost")
 		require.ErrorIs(t, la.Err(), store.ErrLeaseLost)
 		assert.Contains(t, la.Err().Error(), "taken")
 	})
@@ -672,7 +727,7 @@ func TestRenewalThatFindsTheLockTakenLosesTheLease(t *testing.T) {
 // gives it: its key prefix and the commands it sends (scripts run their
 // commands under the same ACL).
 var redisACL = []string{"~certfetch/*", "resetchannels", "-@all", "+@connection",
-	"+get", "+set", "+del", "+sadd", "+srem", "+smembers", "+incr", "+pexpire", "+eval", "+evalsha"}
+	"+get", "+set", "+del", "+sadd", "+srem", "+smembers", "+incr", "+pexpire", "+pttl", "+eval", "+evalsha"}
 
 // useEverything runs every kind of operation the Store sends, holding a
 // lease of ttl for one and a half TTLs so that renewals run too; st holds
@@ -684,17 +739,21 @@ func useEverything(t *testing.T, st *store.Store, ttl time.Duration) {
 	require.NoError(t, err)
 	_, err = st.CreateAccount(ctx, "r", &store.Account{Directory: "d"})
 	require.NoError(t, err)
-	l, err := st.TryLock(ctx, "certificates/www", ttl)
+	l, err := st.AcquireLease(ctx, "certificates/www", ttl)
 	require.NoError(t, err)
+	var held *store.LeaseHeldError
+	_, err = st.AcquireLease(ctx, "certificates/www", ttl)
+	require.ErrorAs(t, err, &held, "a refused acquisition reads the holder's expiry too")
+	assert.False(t, held.Expires.IsZero())
 	select {
-	case <-l.Lost():
+	case <-lost(t, l):
 		t.Fatalf("renewals are refused: %v", l.Err())
 	case <-time.After(ttl * 3 / 2): // renewals ran
 	}
 	lctx := fenced(t, l)
 	require.NoError(t, st.Journal().Save(lctx, record("k", "u")))
 	require.NoError(t, st.Journal().Delete(lctx, "k"))
-	require.NoError(t, st.DeleteCertificateContext(lctx, "www"))
+	require.NoError(t, st.SaveCertificate(lctx, &store.Certificate{Name: "www"}))
 	require.NoError(t, l.Release(ctx), "releasing (compare-and-delete, etcd lease revoke) is allowed too")
 }
 
@@ -713,14 +772,15 @@ func TestRedisACLUserLimitedToThePrefix(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
-			st, err := store.OpenRedis(t.Context(), store.RedisOptions{Address: addr, Username: "certfetch", Password: "pw", Prefix: tc.prefix})
+			st, err := store.OpenRedis(t.Context(), kvclient.RedisOptions{Address: addr, Username: "certfetch", Password: secret.New("pw")},
+				store.Options{Prefix: tc.prefix})
 			require.NoError(t, err, "PING needs no key")
 			defer st.Close()
-			err = st.SaveCertificate(&store.Certificate{Name: "www"})
+			err = st.SaveCertificate(t.Context(), &store.Certificate{Name: "www"})
 			if !tc.ok {
 				require.Error(t, err)
 				assert.Contains(t, err.Error(), "NOPERM")
-				assert.NotErrorIs(t, err, store.ErrUnavailable, "a refusal is not an outage")
+				assert.NotErrorIs(t, err, kvclient.ErrUnavailable, "a refusal is not an outage")
 				return
 			}
 			require.NoError(t, err)
@@ -769,23 +829,23 @@ func TestEtcdUserLimitedToThePrefix(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
-			st, err := store.OpenEtcd(ctx, store.EtcdOptions{Endpoints: []string{endpoint}, Username: "certfetch",
-				Password: tc.password, Prefix: tc.prefix, Timeout: 2 * time.Second})
+			st, err := store.OpenEtcd(ctx, kvclient.EtcdOptions{Endpoints: []string{endpoint}, Username: "certfetch",
+				Password: secret.New(tc.password), Timeout: 2 * time.Second}, store.Options{Prefix: tc.prefix})
 			if !tc.ok {
 				require.Error(t, err, "OpenEtcd reads the prefix")
-				assert.NotErrorIs(t, err, store.ErrUnavailable, "a refusal is not an outage")
+				assert.NotErrorIs(t, err, kvclient.ErrUnavailable, "a refusal is not an outage")
 				assert.NotContains(t, err.Error(), tc.password)
 				return
 			}
 			require.NoError(t, err)
 			defer st.Close()
-			require.NoError(t, st.SaveCertificate(&store.Certificate{Name: "www"}))
+			require.NoError(t, st.SaveCertificate(t.Context(), &store.Certificate{Name: "www"}))
 			useEverything(t, st, time.Second)
 		})
 	}
 }
 
-func TestTryLockRejectsBadArguments(t *testing.T) {
+func TestAcquireLeaseRejectsBadArguments(t *testing.T) {
 	t.Parallel()
 	st, err := store.Open(t.TempDir())
 	require.NoError(t, err)
@@ -801,7 +861,7 @@ func TestTryLockRejectsBadArguments(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
-			l, err := st.TryLock(t.Context(), tc.name, tc.ttl)
+			l, err := st.AcquireLease(t.Context(), tc.name, tc.ttl)
 			require.Error(t, err)
 			assert.Nil(t, l)
 			assert.Contains(t, err.Error(), tc.want)

@@ -2,210 +2,154 @@ package store
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"math"
-	"slices"
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/certfetch/certfetch/internal/kvclient"
 )
-
-// EtcdOptions configure OpenEtcd.
-type EtcdOptions struct {
-	// Endpoints are the cluster's client URLs (https://host:2379).
-	Endpoints []string
-	// Username and Password authenticate when the cluster has auth
-	// enabled. The caller reads the password from a file; it never appears
-	// in errors or String.
-	Username, Password string
-	// TLS, when set, is used for https endpoints (and may carry a client
-	// certificate).
-	TLS *tls.Config
-	// Prefix is put before every key; default DefaultPrefix.
-	Prefix string
-	// Timeout bounds each operation and the dial; default DefaultTimeout.
-	Timeout time.Duration
-	// Instance names this certfetch instance in lock records and
-	// LockedError; default host:pid.
-	Instance string
-}
 
 // etcdBackend keeps records under prefix+key. A lock is the key
 // prefix+"locks/"+name, attached to an etcd lease and holding the instance
 // name; its create revision is the fencing token.
 type etcdBackend struct {
 	remote
-	c *clientv3.Client
+	c *kvclient.Etcd
 }
 
-// OpenEtcd connects to etcd and reads one key under the prefix, so that a
-// wrong endpoint, credentials or permissions fail here with a clear error.
-// Close the Store when done.
-func OpenEtcd(ctx context.Context, o EtcdOptions) (*Store, error) {
-	if len(o.Endpoints) == 0 {
-		return nil, errors.New("open etcd: no endpoints")
-	}
-	e := &etcdBackend{remote: newRemote(o.Prefix, o.Timeout, o.Instance)}
-	e.desc = fmt.Sprintf("etcd %s prefix %q", strings.Join(o.Endpoints, ","), e.prefix)
-	c, err := clientv3.New(clientv3.Config{
-		Endpoints: o.Endpoints, Username: o.Username, Password: o.Password, TLS: o.TLS,
-		DialTimeout: e.timeout,
-		// Errors are returned to the caller, which logs them once; the
-		// client's own retry chatter would only repeat them.
-		Logger: zap.NewNop(),
-	})
+// OpenEtcd connects to etcd and reads one key (the prefix itself), so that
+// a wrong endpoint, credentials or permissions fail here with a clear error
+// (wrapping kvclient.ErrUnavailable when the cluster was not reached). Close
+// the Store when done.
+func OpenEtcd(ctx context.Context, conn kvclient.EtcdOptions, o Options) (*Store, error) {
+	c, err := kvclient.NewEtcd(conn)
 	if err != nil {
-		return nil, e.fail(ctx, "open", "", err)
+		return nil, fmt.Errorf("open store: %w", err)
 	}
-	e.c = c
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	if _, err := c.Get(octx, e.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
+	e := &etcdBackend{remote: newRemote(o, c), c: c}
+	if _, _, err := c.Get(ctx, e.prefix); err != nil {
 		c.Close()
-		return nil, e.fail(ctx, "open", "", err)
+		return nil, e.fail("open", "", err)
 	}
 	return &Store{b: e}, nil
 }
 
 func (e *etcdBackend) Close() error { return e.c.Close() }
 
-// fail wraps a client error: ErrUnavailable when the server could not be
-// reached in time and the caller's context is still alive.
-func (e *etcdBackend) fail(ctx context.Context, op, key string, err error) error {
-	subject := e.subject(key)
-	code := status.Code(err)
-	if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || code == codes.Unavailable || code == codes.DeadlineExceeded) {
-		return fmt.Errorf("etcd %s %s: %w: %w", op, subject, ErrUnavailable, err)
-	}
-	return fmt.Errorf("etcd %s %s: %w", op, subject, err)
+// fail names the operation and its subject in a client error.
+func (e *etcdBackend) fail(op, key string, err error) error {
+	return fmt.Errorf("etcd %s %s: %w", op, e.subject(key), err)
 }
 
 func (e *etcdBackend) Get(ctx context.Context, key string) ([]byte, error) {
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	resp, err := e.c.Get(octx, e.prefix+key)
+	kv, _, err := e.c.Get(ctx, e.prefix+key)
 	if err != nil {
-		return nil, e.fail(ctx, "get", key, err)
+		return nil, e.fail("get", key, err)
 	}
-	if len(resp.Kvs) == 0 {
-		return nil, fmt.Errorf("etcd get %s on %s: %w", e.prefix+key, e.desc, ErrNotFound)
+	if kv == nil {
+		return nil, e.fail("get", key, ErrNotFound)
 	}
-	return resp.Kvs[0].Value, nil
+	return kv.Value, nil
 }
 
 func (e *etcdBackend) Put(ctx context.Context, key string, value []byte) error {
-	return e.write(ctx, "put", key, clientv3.OpPut(e.prefix+key, string(value)))
+	return e.write(ctx, "put", key, kvclient.Put(e.prefix+key, string(value)))
 }
 
 func (e *etcdBackend) Create(ctx context.Context, key string, value []byte) (bool, error) {
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	resp, err := e.c.Txn(octx).If(clientv3.Compare(clientv3.CreateRevision(e.prefix+key), "=", 0)).
-		Then(clientv3.OpPut(e.prefix+key, string(value))).Commit()
+	_, created, err := e.c.Create(ctx, e.prefix+key, string(value), 0)
 	if err != nil {
-		return false, e.fail(ctx, "create", key, err)
+		return false, e.fail("create", key, err)
 	}
-	return resp.Succeeded, nil
+	return created, nil
 }
 
 func (e *etcdBackend) Delete(ctx context.Context, key string) error {
-	return e.write(ctx, "delete", key, clientv3.OpDelete(e.prefix+key))
+	return e.write(ctx, "delete", key, kvclient.Delete(e.prefix+key))
 }
 
-// write runs op, in a transaction that first compares the lock key's create
-// revision with the token when ctx carries a lease.
-func (e *etcdBackend) write(ctx context.Context, opName, key string, op clientv3.Op) error {
+// write runs op, in a transaction guarded by the lock key's create revision
+// being the token when ctx carries a lease.
+func (e *etcdBackend) write(ctx context.Context, opName, key string, op kvclient.Op) error {
 	l, err := fence(ctx, e, "etcd "+opName, e.prefix+key)
 	if err != nil {
 		return err
 	}
-	octx, cancel := e.op(ctx)
-	defer cancel()
-	if l == nil {
-		if _, err := e.c.Do(octx, op); err != nil {
-			return e.fail(ctx, opName, key, err)
-		}
-		return nil
+	var guard []kvclient.Cond
+	if l != nil {
+		guard = append(guard, kvclient.CreatedAt(l.ops.(*etcdLease).key, l.token))
 	}
-	lockKey := l.ops.(*etcdLease).key
-	resp, err := e.c.Txn(octx).If(clientv3.Compare(clientv3.CreateRevision(lockKey), "=", l.token)).Then(op).Commit()
+	ok, err := e.c.Txn(ctx, guard, op)
 	if err != nil {
-		return e.fail(ctx, opName, key, err)
+		return e.fail(opName, key, err)
 	}
-	if !resp.Succeeded {
+	if !ok {
 		return lostError("etcd "+opName, e.prefix+key, l)
 	}
 	return nil
 }
 
 func (e *etcdBackend) List(ctx context.Context, dir string) ([]string, error) {
-	octx, cancel := e.op(ctx)
-	defer cancel()
 	prefix := e.prefix + dir + "/"
-	resp, err := e.c.Get(octx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	found, err := e.c.Keys(ctx, prefix)
 	if err != nil {
-		return nil, e.fail(ctx, "list", dir, err)
+		return nil, e.fail("list", dir, err)
 	}
 	var keys []string
-	for _, kv := range resp.Kvs {
-		name := strings.TrimPrefix(string(kv.Key), prefix)
+	for _, k := range found {
+		name := strings.TrimPrefix(k, prefix)
 		if name != "" && !strings.Contains(name, "/") {
 			keys = append(keys, dir+"/"+name)
 		}
 	}
-	slices.Sort(keys)
 	return keys, nil
 }
 
-// TryLock grants an etcd lease of ttl rounded up to whole seconds (etcd's
-// unit; the server may raise it to its minimum, about 1.5 election
-// timeouts) and creates the lock key on it if the key does not exist.
-func (e *etcdBackend) TryLock(ctx context.Context, name string, ttl time.Duration) (*Lease, error) {
+// Acquire grants an etcd lease of ttl (whole seconds, see kvclient
+// Etcd.Grant) and creates the lock key on it if the key does not exist.
+func (e *etcdBackend) Acquire(ctx context.Context, name string, ttl time.Duration) (*Lease, error) {
 	lockKey := e.prefix + "locks/" + name
 	subject := "locks/" + name
-	octx, cancel := e.op(ctx)
-	defer cancel()
 	sent := time.Now()
-	grant, err := e.c.Grant(octx, int64(math.Ceil(ttl.Seconds())))
+	id, err := e.c.Grant(ctx, ttl)
 	if err != nil {
-		return nil, e.fail(ctx, "lock", subject, err)
+		return nil, e.fail("lock", subject, err)
 	}
-	resp, err := e.c.Txn(octx).
-		If(clientv3.Compare(clientv3.CreateRevision(lockKey), "=", 0)).
-		Then(clientv3.OpPut(lockKey, e.instance, clientv3.WithLease(grant.ID))).
-		Else(clientv3.OpGet(lockKey)).
-		Commit()
-	if err != nil || !resp.Succeeded {
+	kv, created, err := e.c.Create(ctx, lockKey, e.instance, id)
+	if err != nil || !created {
 		// The unused lease would expire by itself; revoking it now keeps
 		// the server tidy.
-		_, _ = e.c.Revoke(octx, grant.ID)
+		_ = e.c.Revoke(ctx, id)
 	}
 	if err != nil {
-		return nil, e.fail(ctx, "lock", subject, err)
+		return nil, e.fail("lock", subject, err)
 	}
-	if !resp.Succeeded {
-		holder := ""
-		if rr := resp.Responses[0].GetResponseRange(); rr != nil && len(rr.Kvs) > 0 {
-			holder = string(rr.Kvs[0].Value)
-		}
-		return nil, fmt.Errorf("etcd lock %s on %s: %w", lockKey, e.desc, &LockedError{Lock: name, Holder: holder})
+	if !created {
+		return nil, fmt.Errorf("etcd lock %s on %s: %w", lockKey, e.desc, e.held(ctx, name, kv))
 	}
-	el := &etcdLease{e: e, key: lockKey, id: grant.ID, token: resp.Header.Revision}
+	el := &etcdLease{e: e, key: lockKey, id: id, token: kv.CreateRevision}
 	return newLease(e, name, el.token, e.instance, ttl, el, sent, true), nil
+}
+
+// held describes the lock kv that refused an acquisition. Its lease's time
+// to live is asked right after the refusal; when that fails, Expires stays
+// unknown.
+func (e *etcdBackend) held(ctx context.Context, name string, kv *kvclient.KeyValue) *LeaseHeldError {
+	held := &LeaseHeldError{Lock: name, Holder: string(kv.Value)}
+	if kv.Lease != 0 {
+		if left, err := e.c.TimeToLive(ctx, kv.Lease); err == nil {
+			held.Expires = time.Now().Add(left)
+		}
+	}
+	return held
 }
 
 // etcdLease is an etcd lease's leaseOps.
 type etcdLease struct {
 	e     *etcdBackend
 	key   string
-	id    clientv3.LeaseID
+	id    kvclient.LeaseID
 	token int64
 }
 
@@ -214,18 +158,18 @@ type etcdLease struct {
 // lease alive but the lock free for others.
 func (l *etcdLease) renew(ctx context.Context) error {
 	subject := strings.TrimPrefix(l.key, l.e.prefix)
-	_, err := l.e.c.KeepAliveOnce(ctx, l.id)
-	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	err := l.e.c.KeepAliveOnce(ctx, l.id)
+	if errors.Is(err, kvclient.ErrLeaseNotFound) {
 		return fmt.Errorf("etcd renew %s: lease expired: %w", l.key, ErrLeaseLost)
 	}
 	if err != nil {
-		return l.e.fail(ctx, "renew", subject, err)
+		return l.e.fail("renew", subject, err)
 	}
-	resp, err := l.e.c.Get(ctx, l.key)
+	kv, _, err := l.e.c.Get(ctx, l.key)
 	if err != nil {
-		return l.e.fail(ctx, "renew", subject, err)
+		return l.e.fail("renew", subject, err)
 	}
-	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != l.token {
+	if kv == nil || kv.CreateRevision != l.token {
 		return fmt.Errorf("etcd renew %s: lock deleted or taken: %w", l.key, ErrLeaseLost)
 	}
 	return nil
@@ -234,16 +178,12 @@ func (l *etcdLease) renew(ctx context.Context) error {
 // release deletes the lock key only if it is still this lease's, then
 // revokes the lease (which deletes nothing else: only this lock is on it).
 func (l *etcdLease) release(ctx context.Context) error {
-	octx, cancel := l.e.op(ctx)
-	defer cancel()
 	subject := strings.TrimPrefix(l.key, l.e.prefix)
-	_, err := l.e.c.Txn(octx).If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.token)).
-		Then(clientv3.OpDelete(l.key)).Commit()
-	if err != nil {
-		return l.e.fail(ctx, "unlock", subject, err)
+	if _, err := l.e.c.Txn(ctx, []kvclient.Cond{kvclient.CreatedAt(l.key, l.token)}, kvclient.Delete(l.key)); err != nil {
+		return l.e.fail("unlock", subject, err)
 	}
-	if _, err := l.e.c.Revoke(octx, l.id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return l.e.fail(ctx, "unlock", subject, err)
+	if err := l.e.c.Revoke(ctx, l.id); err != nil {
+		return l.e.fail("unlock", subject, err)
 	}
 	return nil
 }

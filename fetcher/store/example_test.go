@@ -10,19 +10,20 @@ import (
 	"github.com/certfetch/certfetch/fetcher/store"
 )
 
-// How a daemon works on one certificate with a shared store: lock it or
-// leave it to the instance that holds it, stop when the lease is lost, and
-// write only under the lease.
-func ExampleStore_TryLock() {
+// How a daemon works on one certificate with a shared store: take its lease
+// or leave it to the instance that holds it (until its lease runs out), stop
+// when the lease is lost, and write only under the lease.
+func ExampleStore_AcquireLease() {
 	dir, _ := os.MkdirTemp("", "certfetch-example")
 	defer os.RemoveAll(dir)
 	st, _ := store.Open(dir) // or store.OpenRedis / store.OpenEtcd
 	defer st.Close()
 
 	ctx := context.Background()
-	lease, err := st.TryLock(ctx, "certificates/www", 30*time.Second)
-	if errors.Is(err, store.ErrLocked) {
-		fmt.Println("another instance works on it")
+	lease, err := st.AcquireLease(ctx, "certificates/www", 30*time.Second)
+	var held *store.LeaseHeldError
+	if errors.As(err, &held) {
+		fmt.Println("another instance works on it; look again at", held.Expires)
 		return
 	}
 	if err != nil {
@@ -31,25 +32,19 @@ func ExampleStore_TryLock() {
 	}
 	defer lease.Release(context.WithoutCancel(ctx))
 
-	// Cancel the attempt when the lease is lost; fence every write with it.
-	ctx, cancel := context.WithCancel(store.WithLease(ctx, lease))
+	// The lease's context ends when the lease is lost, and fences every
+	// write made with it.
+	ctx, cancel := lease.Context(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case <-lease.Lost():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	// Re-read the record under the lock: another instance may have renewed
-	// the certificate since this one last looked.
-	rec, err := st.LoadCertificateContext(ctx, "www")
+	// Re-read the record under the lease: another instance may have
+	// renewed the certificate since this one last looked.
+	rec, err := st.LoadCertificate(ctx, "www")
 	if errors.Is(err, store.ErrNotFound) {
 		rec = &store.Certificate{Name: "www"}
 	}
 	rec.LastError = ""
-	if err := st.SaveCertificateContext(ctx, rec); err != nil {
-		fmt.Println(err) // wraps store.ErrLeaseLost if the lock was lost
+	if err := st.SaveCertificate(ctx, rec); err != nil {
+		fmt.Println(err) // wraps store.ErrLeaseLost if the lease was lost
 		return
 	}
 	fmt.Println("saved under lease", lease.Token())

@@ -20,9 +20,9 @@ type fileBackend struct {
 	dir string // absolute, so that locks of one directory meet in fileLocks
 }
 
-// fileLocks are the file backend's leases: per process, since Store.Lock
-// already reserves a state directory for one process. Keyed by directory
-// and lock name.
+// fileLocks are the file backend's leases: per process, since
+// Store.LockDirectory already reserves a state directory for one process.
+// Keyed by directory and lock name.
 var fileLocks = struct {
 	sync.Mutex
 	held   map[string]*Lease
@@ -149,15 +149,15 @@ func (f *fileBackend) List(_ context.Context, dir string) ([]string, error) {
 
 func (f *fileBackend) lockKey(name string) string { return f.dir + "\x00" + name }
 
-// TryLock takes a lock in this process's memory; ttl is ignored because the
-// holder cannot die without the process, which frees the directory's flock
-// and all these locks together.
-func (f *fileBackend) TryLock(_ context.Context, name string, ttl time.Duration) (*Lease, error) {
+// Acquire takes a lease in this process's memory; ttl is ignored because
+// the holder cannot die without the process, which frees the directory's
+// flock and all these leases together.
+func (f *fileBackend) Acquire(_ context.Context, name string, ttl time.Duration) (*Lease, error) {
 	k := f.lockKey(name)
 	fileLocks.Lock()
 	defer fileLocks.Unlock()
 	if old := fileLocks.held[k]; old != nil {
-		return nil, fmt.Errorf("%s: %w", f, &LockedError{Lock: name, Holder: old.holder})
+		return nil, fmt.Errorf("%s: %w", f, &LeaseHeldError{Lock: name, Holder: old.holder})
 	}
 	fileLocks.tokens[k]++
 	l := newLease(f, name, fileLocks.tokens[k], defaultInstance(), ttl, nil, time.Now(), false)

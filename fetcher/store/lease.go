@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -19,19 +17,20 @@ type leaseOps interface {
 	release(ctx context.Context) error
 }
 
-// Lease is a held lock, from Store.TryLock. Its methods are safe for
+// Lease is a held lock, from Store.AcquireLease. Its methods are safe for
 // concurrent use.
 //
 // While the lease is held, a goroutine renews it every TTL/3: one failed
 // renewal (server briefly unreachable, a slow failover) is retried at the
 // next tick, still a third of the TTL before the lease would expire, and a
-// renewal may take up to TTL/3 without endangering the lease. The lease is lost, and Lost closes, when a renewal
-// finds the lock gone or held by another (ErrLeaseLost), or when no renewal
-// has succeeded within TTL of the last successful one (counted from when
-// that renewal was sent, so the holder gives up no later than the server
-// expires the lock). A lost lease is never renewed again: the holder must
-// stop working on the locked certificate, and writes made under it
-// (WithLease) fail with ErrLeaseLost.
+// renewal may take up to TTL/3 (and at most the connection's timeout)
+// without endangering the lease. The lease is lost when a renewal finds the
+// lock gone or held by another (ErrLeaseLost), or when no renewal has
+// succeeded within TTL of the last successful one (counted from when that
+// renewal was sent, so the holder gives up no later than the server expires
+// the lock). A lost lease is never renewed again: its contexts (Context)
+// end, the holder must stop working on the locked certificate, and writes
+// made under it fail with ErrLeaseLost.
 type Lease struct {
 	name   string
 	token  int64
@@ -40,7 +39,10 @@ type Lease struct {
 	ops    leaseOps
 	ttl    time.Duration
 
-	lost     chan struct{} // closed when lost or released
+	mu      sync.Mutex
+	err     error                            // why the lease ended; nil while held
+	cancels map[*int]context.CancelCauseFunc // of the live Contexts
+
 	stop     chan struct{} // closed to stop renewing
 	stopOnce sync.Once
 	done     chan struct{} // closed when the renewal goroutine returns
@@ -48,9 +50,6 @@ type Lease struct {
 	// renewal stuck on an unreachable server.
 	renewCtx    context.Context
 	cancelRenew context.CancelFunc
-
-	mu  sync.Mutex
-	err error // why lost is closed
 
 	releaseOnce sync.Once
 	releaseErr  error
@@ -64,7 +63,7 @@ var errReleased = fmt.Errorf("lease released: %w", ErrLeaseLost)
 func newLease(owner backend, name string, token int64, holder string, ttl time.Duration, ops leaseOps, sent time.Time, renews bool) *Lease {
 	l := &Lease{
 		name: name, token: token, holder: holder, owner: owner, ops: ops, ttl: ttl,
-		lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{}), cancels: map[*int]context.CancelCauseFunc{},
 	}
 	l.renewCtx, l.cancelRenew = context.WithCancel(context.Background())
 	if renews {
@@ -86,19 +85,16 @@ func (l *Lease) Token() int64 { return l.token }
 // Holder names the instance holding the lease.
 func (l *Lease) Holder() string { return l.holder }
 
-// Lost returns a channel closed once the lease no longer protects writes:
-// lost (see Lease) or released. Cancel the work done under the lease then.
-func (l *Lease) Lost() <-chan struct{} { return l.lost }
-
-// Err returns nil while the lease is held, and after Lost closes an error
-// wrapping ErrLeaseLost saying why.
+// Err returns nil while the lease is held, and once it is lost or released
+// an error wrapping ErrLeaseLost saying why.
 func (l *Lease) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.err
 }
 
-// markLost closes lost once, recording why.
+// markLost ends the lease once, recording why, and cancels its contexts
+// before it returns.
 func (l *Lease) markLost(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -106,7 +102,34 @@ func (l *Lease) markLost(err error) {
 		return
 	}
 	l.err = err
-	close(l.lost)
+	for _, cancel := range l.cancels {
+		cancel(err)
+	}
+	clear(l.cancels)
+}
+
+// Context returns the context for work under the lease: derived from
+// parent, it carries the lease, so that the Store's writes made with it (or
+// with context.WithoutCancel of it) happen only while the lease holds its
+// lock, and it ends when parent does or when the lease is lost or released
+// (with Err as its context.Cause; before Release returns). Call cancel when
+// the work is done.
+func (l *Lease) Context(parent context.Context) (ctx context.Context, cancel context.CancelFunc) {
+	ctx, cancelCause := context.WithCancelCause(context.WithValue(parent, leaseKey{}, l))
+	key := new(int)
+	l.mu.Lock()
+	if l.err != nil {
+		cancelCause(l.err)
+	} else {
+		l.cancels[key] = cancelCause
+	}
+	l.mu.Unlock()
+	return ctx, func() {
+		l.mu.Lock()
+		delete(l.cancels, key)
+		l.mu.Unlock()
+		cancelCause(context.Canceled)
+	}
 }
 
 // stopRenewing stops the renewal goroutine and waits for it.
@@ -169,16 +192,6 @@ func (l *Lease) keepAlive(sent time.Time) {
 
 type leaseKey struct{}
 
-// WithLease returns ctx carrying lease: Store writes made with the returned
-// context (SaveCertificateContext, SaveAccountContext, the journal's Save and
-// Delete) happen only while the lease holds its lock, or fail with
-// ErrLeaseLost. The lease must come from the Store the writes go to; a
-// lease of another Store makes the write fail. context.WithoutCancel keeps
-// the lease.
-func WithLease(ctx context.Context, lease *Lease) context.Context {
-	return context.WithValue(ctx, leaseKey{}, lease)
-}
-
 // leaseFrom returns the lease in ctx, or nil.
 func leaseFrom(ctx context.Context) *Lease {
 	l, _ := ctx.Value(leaseKey{}).(*Lease)
@@ -204,13 +217,4 @@ func fence(ctx context.Context, owner backend, op, key string) (*Lease, error) {
 // lostError is the error of a fenced write the server refused.
 func lostError(op, key string, l *Lease) error {
 	return fmt.Errorf("%s %s under lock %s (token %d): %w", op, key, l.name, l.token, ErrLeaseLost)
-}
-
-// defaultInstance names this process in lock records: host:pid.
-func defaultInstance() string {
-	host, err := os.Hostname()
-	if err != nil {
-		host = "unknown-host"
-	}
-	return host + ":" + strconv.Itoa(os.Getpid())
 }

@@ -3,49 +3,15 @@ package store
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/certfetch/certfetch/internal/kvclient"
 )
-
-// DefaultPrefix is the key prefix of the Redis and etcd backends.
-const DefaultPrefix = "certfetch/"
-
-// DefaultTimeout bounds one Redis or etcd operation when the options set
-// none: operations take milliseconds on a healthy server, and 5 s rides out
-// a slow fsync or a short failover while keeping a daemon pass from hanging
-// on a dead server.
-const DefaultTimeout = 5 * time.Second
-
-// RedisOptions configure OpenRedis.
-type RedisOptions struct {
-	// Address is host:port of the Redis server (a single primary; Redis
-	// Cluster is not supported).
-	Address string
-	// Username and Password authenticate (Redis 6 ACL user, or Password
-	// alone for requirepass). The caller reads the password from a file;
-	// it never appears in errors or String.
-	Username, Password string
-	// DB is the database number.
-	DB int
-	// TLS, when set, encrypts the connection (and may carry a client
-	// certificate).
-	TLS *tls.Config
-	// Prefix is put before every key; default DefaultPrefix.
-	Prefix string
-	// Timeout bounds each operation; default DefaultTimeout.
-	Timeout time.Duration
-	// Instance names this certfetch instance in lock records and
-	// LockedError; default host:pid.
-	Instance string
-}
 
 // redisBackend keeps records as Redis strings under prefix+key, with a set
 // per directory (prefix+"index/"+dir) listing its names, updated in the same
@@ -53,88 +19,60 @@ type RedisOptions struct {
 // counters prefix+"fence/"+name.
 type redisBackend struct {
 	remote
-	c *redis.Client
+	c *kvclient.Redis
 }
 
 // OpenRedis connects to Redis and checks the connection and credentials
 // with PING, so that a wrong address or password fails here with a clear
-// error. Close the Store when done.
-func OpenRedis(ctx context.Context, o RedisOptions) (*Store, error) {
-	if o.Address == "" {
-		return nil, errors.New("open redis: empty address")
+// error (wrapping kvclient.ErrUnavailable when the server was not reached).
+// Close the Store when done.
+func OpenRedis(ctx context.Context, conn kvclient.RedisOptions, o Options) (*Store, error) {
+	c, err := kvclient.NewRedis(conn)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
 	}
-	rem := newRemote(o.Prefix, o.Timeout, o.Instance)
-	scheme := "redis"
-	if o.TLS != nil {
-		scheme = "rediss"
-	}
-	r := &redisBackend{
-		c: redis.NewClient(&redis.Options{
-			Addr: o.Address, Username: o.Username, Password: o.Password, DB: o.DB, TLSConfig: o.TLS,
-			DialTimeout: rem.timeout,
-			// Deadlines come from each operation's context (Timeout).
-			ContextTimeoutEnabled: true,
-			// No client-side retries: every write is a script whose retry
-			// could be mistaken for a second writer; the daemon retries
-			// whole attempts instead.
-			MaxRetries: -1,
-			// Redis 7.0 does not know CLIENT SETINFO.
-			DisableIdentity: true,
-		}),
-		remote: rem,
-	}
-	r.desc = fmt.Sprintf("%s://%s/%d prefix %q", scheme, o.Address, o.DB, rem.prefix)
-	octx, cancel := r.op(ctx)
-	defer cancel()
-	if err := r.c.Ping(octx).Err(); err != nil {
-		r.c.Close()
-		return nil, r.fail(ctx, "open", "", err)
+	r := &redisBackend{remote: newRemote(o, c), c: c}
+	if err := c.Ping(ctx); err != nil {
+		c.Close()
+		return nil, r.fail("open", "", err)
 	}
 	return &Store{b: r}, nil
 }
 
 func (r *redisBackend) Close() error { return r.c.Close() }
 
-// fail wraps a client error: ErrUnavailable unless the server answered with
-// an error or the caller's context ended.
-func (r *redisBackend) fail(ctx context.Context, op, key string, err error) error {
-	subject := r.subject(key)
-	var rerr redis.Error
-	if errors.As(err, &rerr) || ctx.Err() != nil {
-		return fmt.Errorf("redis %s %s: %w", op, subject, err)
-	}
-	return fmt.Errorf("redis %s %s: %w: %w", op, subject, ErrUnavailable, err)
+// fail names the operation and its subject in a client error.
+func (r *redisBackend) fail(op, key string, err error) error {
+	return fmt.Errorf("redis %s %s: %w", op, r.subject(key), err)
 }
 
 func (r *redisBackend) Get(ctx context.Context, key string) ([]byte, error) {
-	octx, cancel := r.op(ctx)
-	defer cancel()
-	data, err := r.c.Get(octx, r.prefix+key).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("redis get %s on %s: %w", r.prefix+key, r.desc, ErrNotFound)
-	}
+	data, found, err := r.c.Get(ctx, r.prefix+key)
 	if err != nil {
-		return nil, r.fail(ctx, "get", key, err)
+		return nil, r.fail("get", key, err)
+	}
+	if !found {
+		return nil, r.fail("get", key, ErrNotFound)
 	}
 	return data, nil
 }
 
 // putScript sets KEYS[1] to ARGV[1] and adds ARGV[2] to the index KEYS[2];
 // with KEYS[3], only if that lock's value is ARGV[3] (the fencing check).
-var putScript = redis.NewScript(`
+var putScript = kvclient.NewScript(`
 if #KEYS == 3 and redis.call('GET', KEYS[3]) ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
 return 1`)
 
 // createScript is putScript without fencing, only when KEYS[1] is absent.
-var createScript = redis.NewScript(`
+var createScript = kvclient.NewScript(`
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
 redis.call('SADD', KEYS[2], ARGV[2])
 return 1`)
 
 // deleteScript is putScript's counterpart for DEL and SREM.
-var deleteScript = redis.NewScript(`
+var deleteScript = kvclient.NewScript(`
 if #KEYS == 3 and redis.call('GET', KEYS[3]) ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
@@ -153,11 +91,9 @@ func (r *redisBackend) Put(ctx context.Context, key string, value []byte) error 
 
 func (r *redisBackend) Create(ctx context.Context, key string, value []byte) (bool, error) {
 	index, name := r.split(key)
-	octx, cancel := r.op(ctx)
-	defer cancel()
-	n, err := createScript.Run(octx, r.c, []string{r.prefix + key, index}, value, name).Int()
+	n, err := r.c.EvalInt(ctx, createScript, []string{r.prefix + key, index}, value, name)
 	if err != nil {
-		return false, r.fail(ctx, "create", key, err)
+		return false, r.fail("create", key, err)
 	}
 	return n == 1, nil
 }
@@ -168,7 +104,7 @@ func (r *redisBackend) Delete(ctx context.Context, key string) error {
 	return r.write(ctx, "delete", key, deleteScript, keys, args)
 }
 
-func (r *redisBackend) write(ctx context.Context, op, key string, script *redis.Script, keys []string, args []any) error {
+func (r *redisBackend) write(ctx context.Context, op, key string, script *kvclient.Script, keys []string, args []any) error {
 	l, err := fence(ctx, r, "redis "+op, r.prefix+key)
 	if err != nil {
 		return err
@@ -177,11 +113,9 @@ func (r *redisBackend) write(ctx context.Context, op, key string, script *redis.
 		rl := l.ops.(*redisLease)
 		keys, args = append(keys, rl.key), append(args, rl.value)
 	}
-	octx, cancel := r.op(ctx)
-	defer cancel()
-	n, err := script.Run(octx, r.c, keys, args...).Int()
+	n, err := r.c.EvalInt(ctx, script, keys, args...)
 	if err != nil {
-		return r.fail(ctx, op, key, err)
+		return r.fail(op, key, err)
 	}
 	if n == 0 {
 		return lostError("redis "+op, r.prefix+key, l)
@@ -190,11 +124,9 @@ func (r *redisBackend) write(ctx context.Context, op, key string, script *redis.
 }
 
 func (r *redisBackend) List(ctx context.Context, dir string) ([]string, error) {
-	octx, cancel := r.op(ctx)
-	defer cancel()
-	names, err := r.c.SMembers(octx, r.prefix+"index/"+dir).Result()
+	names, err := r.c.SMembers(ctx, r.prefix+"index/"+dir)
 	if err != nil {
-		return nil, r.fail(ctx, "list", dir, err)
+		return nil, r.fail("list", dir, err)
 	}
 	keys := make([]string, len(names))
 	for i, n := range names {
@@ -207,13 +139,14 @@ func (r *redisBackend) List(ctx context.Context, dir string) ([]string, error) {
 // acquireScript takes lock KEYS[1] for ARGV[1] ms when free, with the value
 // "<token> <nonce> <instance>", token from INCR of KEYS[2]. It returns
 // {1, value} when taken (also when the lock already carries this attempt's
-// nonce: a re-sent request), or {0, holder's value}.
-var acquireScript = redis.NewScript(`
+// nonce: a re-sent request), or {0, holder's value, the lock's PTTL}, read
+// in the same atomic step as the refusal.
+var acquireScript = kvclient.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local _, nonce = string.match(cur, '^(%d+) (%x+) ')
   if nonce == ARGV[2] then return {1, cur} end
-  return {0, cur}
+  return {0, cur, redis.call('PTTL', KEYS[1])}
 end
 local tok = redis.call('INCR', KEYS[2])
 local val = tok .. ' ' .. ARGV[2] .. ' ' .. ARGV[3]
@@ -221,36 +154,46 @@ redis.call('SET', KEYS[1], val, 'PX', ARGV[1])
 return {1, val}`)
 
 // renewScript extends lock KEYS[1] to ARGV[2] ms if its value is ARGV[1].
-var renewScript = redis.NewScript(`
+var renewScript = kvclient.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`)
 
 // releaseScript deletes lock KEYS[1] if its value is ARGV[1].
-var releaseScript = redis.NewScript(`
+var releaseScript = kvclient.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
-func (r *redisBackend) TryLock(ctx context.Context, name string, ttl time.Duration) (*Lease, error) {
+func (r *redisBackend) Acquire(ctx context.Context, name string, ttl time.Duration) (*Lease, error) {
 	nonce := make([]byte, 8)
 	_, _ = rand.Read(nonce) // never fails (crypto/rand)
 	lockKey := r.prefix + "locks/" + name
 	keys := []string{lockKey, r.prefix + "fence/" + name}
 	ms := max(ttl.Milliseconds(), 1)
 	sent := time.Now()
-	octx, cancel := r.op(ctx)
-	defer cancel()
-	res, err := acquireScript.Run(octx, r.c, keys, ms, hex.EncodeToString(nonce), r.instance).Slice()
+	reply, err := r.c.Eval(ctx, acquireScript, keys, ms, hex.EncodeToString(nonce), r.instance)
+	// The holder's PTTL is counted from when the server ran the script,
+	// which is before now: its lease runs out no later than now+PTTL, plus
+	// a millisecond (Redis expires a key once its millisecond clock is past
+	// the expiry).
+	received := time.Now()
 	if err != nil {
-		return nil, r.fail(ctx, "lock", "locks/"+name, err)
+		return nil, r.fail("lock", "locks/"+name, err)
 	}
-	if len(res) != 2 {
-		return nil, fmt.Errorf("redis lock %s on %s: unexpected reply %v", lockKey, r.desc, res)
+	res, _ := reply.([]any)
+	if len(res) < 2 {
+		return nil, fmt.Errorf("redis lock %s on %s: unexpected reply %v", lockKey, r.desc, reply)
 	}
 	ok, _ := res[0].(int64)
 	value, _ := res[1].(string)
 	token, nonceHex, instance := parseLockValue(value)
 	if ok != 1 {
-		return nil, fmt.Errorf("redis lock %s on %s: %w", lockKey, r.desc, &LockedError{Lock: name, Holder: instance})
+		held := &LeaseHeldError{Lock: name, Holder: instance}
+		if len(res) == 3 {
+			if pttl, _ := res[2].(int64); pttl >= 0 { // -1: a lock without expiry
+				held.Expires = received.Add(time.Duration(pttl+1) * time.Millisecond)
+			}
+		}
+		return nil, fmt.Errorf("redis lock %s on %s: %w", lockKey, r.desc, held)
 	}
 	if token == 0 || nonceHex == "" {
 		return nil, fmt.Errorf("redis lock %s on %s: malformed lock value", lockKey, r.desc)
@@ -279,9 +222,9 @@ type redisLease struct {
 }
 
 func (l *redisLease) renew(ctx context.Context) error {
-	n, err := renewScript.Run(ctx, l.r.c, []string{l.key}, l.value, max(l.ttl.Milliseconds(), 1)).Int()
+	n, err := l.r.c.EvalInt(ctx, renewScript, []string{l.key}, l.value, max(l.ttl.Milliseconds(), 1))
 	if err != nil {
-		return l.r.fail(ctx, "renew", strings.TrimPrefix(l.key, l.r.prefix), err)
+		return l.r.fail("renew", strings.TrimPrefix(l.key, l.r.prefix), err)
 	}
 	if n == 0 {
 		return fmt.Errorf("redis renew %s: lock expired or taken: %w", l.key, ErrLeaseLost)
@@ -290,10 +233,8 @@ func (l *redisLease) renew(ctx context.Context) error {
 }
 
 func (l *redisLease) release(ctx context.Context) error {
-	octx, cancel := l.r.op(ctx)
-	defer cancel()
-	if err := releaseScript.Run(octx, l.r.c, []string{l.key}, l.value).Err(); err != nil {
-		return l.r.fail(ctx, "unlock", strings.TrimPrefix(l.key, l.r.prefix), err)
+	if _, err := l.r.c.Eval(ctx, releaseScript, []string{l.key}, l.value); err != nil {
+		return l.r.fail("unlock", strings.TrimPrefix(l.key, l.r.prefix), err)
 	}
 	return nil
 }

@@ -10,7 +10,7 @@
 // system:
 //
 //	<dir>/                       0700
-//	  lock                       held by `certfetch run` and `certfetch once`
+//	  lock                       LockDirectory: held by `certfetch run` and `once`
 //	  accounts/<name>.json       0600
 //	  orders/<key>.json          0600
 //	  certificates/<name>.json   0600
@@ -22,8 +22,8 @@
 // The Redis (OpenRedis) and etcd (OpenEtcd) backends keep the same records
 // as JSON values under a key prefix ("certfetch/" by default), so that several
 // certfetch instances share one state: they divide the certificates between
-// them with per-certificate leases (TryLock) and any of them reads the status
-// of all. Locks live beside the records: <prefix>locks/<name> (and, on
+// them with per-certificate leases (AcquireLease) and any of them reads the
+// status of all. Locks live beside the records: <prefix>locks/<name> (and, on
 // Redis, the fencing counters <prefix>fence/<name> and the directory
 // indexes <prefix>index/<dir>).
 //
@@ -37,7 +37,7 @@
 //     files and backups) can read every key. Give certfetch its own user
 //     restricted to the prefix (Redis: ACL "~certfetch/*" with the commands
 //     it uses, including EVALSHA/EVAL; etcd: a role with readwrite on the
-//     prefix), use TLS (RedisOptions.TLS, https etcd endpoints) so keys do
+//     prefix), use TLS (the kvclient options' TLS) so keys do
 //     not cross the network in clear, and protect the server's data
 //     directory and backups like the keys themselves.
 //
@@ -49,7 +49,9 @@
 //
 // A Store is safe for concurrent use by goroutines that work on distinct
 // names and keys. Two goroutines (or instances) writing the same record must
-// hold its certificate's lease (TryLock) and write with WithLease.
+// hold its certificate's lease (AcquireLease) and write with its context
+// (Lease.Context). Every method is bounded by its ctx; on Redis and etcd
+// also by the connection's timeout (kvclient).
 package store
 
 import (
@@ -71,21 +73,19 @@ import (
 // ErrNotFound is returned (wrapped) when a record does not exist.
 var ErrNotFound = errors.New("not found")
 
-// ErrLocked is returned (wrapped) by Lock when another certfetch process
-// holds the state directory, and by TryLock when another holder has the
-// lock (then errors.As finds a *LockedError naming the holder).
-var ErrLocked = errors.New("another certfetch process holds the state directory")
+// ErrDirectoryLocked is returned (wrapped) by LockDirectory when another
+// certfetch process holds the state directory.
+var ErrDirectoryLocked = errors.New("another certfetch process holds the state directory")
+
+// ErrLeaseHeld is returned (wrapped) by AcquireLease when another holder
+// has the lease; errors.As then finds a *LeaseHeldError saying who and until
+// when.
+var ErrLeaseHeld = errors.New("lease held by another holder")
 
 // ErrLeaseLost is returned (wrapped) by a write made under a lease
-// (WithLease) that no longer holds its lock: it expired, was released, or
-// another instance took the lock. The write did not happen.
+// (Lease.Context) that no longer holds its lock: it expired, was released,
+// or another instance took the lock. The write did not happen.
 var ErrLeaseLost = errors.New("lease lost: the lock is no longer held, another instance may hold it")
-
-// ErrUnavailable is returned (wrapped, beside the client's error) when a
-// Redis or etcd server cannot be reached or did not answer within the
-// operation timeout. The operation may be retried once the server is back;
-// a write that failed this way may or may not have happened.
-var ErrUnavailable = errors.New("storage backend unavailable")
 
 const (
 	dirMode    os.FileMode = 0o700
@@ -104,7 +104,8 @@ type Store struct {
 }
 
 // Open creates dir and its subdirectories (mode 0700) when missing and
-// returns the Store on the file backend. It does not take the lock.
+// returns the Store on the file backend. It does not lock the directory
+// (LockDirectory).
 func Open(dir string) (*Store, error) {
 	b, err := openFile(dir)
 	if err != nil {
@@ -113,81 +114,75 @@ func Open(dir string) (*Store, error) {
 	return &Store{dir: dir, b: b}, nil
 }
 
-// Dir returns the state directory; empty for the Redis and etcd backends.
-func (s *Store) Dir() string { return s.dir }
-
 // String names the backend and where it keeps the records, for logs and
 // status output. It never contains credentials.
 func (s *Store) String() string { return s.b.String() }
 
-// Shared reports whether other certfetch instances may use the same state
-// at the same time (Redis and etcd), so that certificates must be locked
-// with TryLock across instances rather than by Lock.
-func (s *Store) Shared() bool { return s.dir == "" }
-
 // Close releases the backend's connections. Leases still held stop being
-// renewed and expire on the server after their TTL; their Lost channels
-// close. A closed Store must not be used.
+// renewed and expire on the server after their TTL; their contexts end then.
+// A closed Store must not be used.
 func (s *Store) Close() error { return s.b.Close() }
 
-// Lock takes an exclusive, non-blocking lock on the state directory, so that
-// `run` and `once` (say, a daemon and a timer left enabled by mistake) never
-// work on the same orders at once. The lock is released by the returned
-// function or when the process dies. It returns an error wrapping ErrLocked
-// when another process holds it.
+// LockDirectory takes an exclusive, non-blocking lock on the state
+// directory, so that `run` and `once` (say, a daemon and a timer left enabled
+// by mistake) never work on the same orders at once. The lock is released by
+// the returned function or when the process dies. It returns an error
+// wrapping ErrDirectoryLocked when another process holds it.
 //
-// On the Redis and etcd backends Lock does nothing and always succeeds:
-// instances are meant to share those stores and coordinate per certificate
-// with TryLock.
-func (s *Store) Lock() (unlock func() error, err error) {
+// On the Redis and etcd backends LockDirectory does nothing and always
+// succeeds: instances are meant to share those stores and coordinate per
+// certificate with AcquireLease.
+func (s *Store) LockDirectory() (unlock func() error, err error) {
 	if s.dir == "" {
 		return func() error { return nil }, nil
 	}
 	path := filepath.Join(s.dir, lockFile)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, recordMode)
 	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return nil, fmt.Errorf("lock state directory %s: %w", path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("lock %s: %w", path, ErrLocked)
+			return nil, fmt.Errorf("lock state directory %s: %w", path, ErrDirectoryLocked)
 		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return nil, fmt.Errorf("lock state directory %s: %w", path, err)
 	}
 	return f.Close, nil
 }
 
-// MinLeaseTTL is the shortest TTL TryLock accepts: a lease is renewed every
-// TTL/3, and a third of 100 ms is about the least that still leaves room for
-// a round trip to a server on the same network.
-const MinLeaseTTL = 100 * time.Millisecond
+// minLeaseTTL is the shortest TTL AcquireLease accepts: a lease is renewed
+// every TTL/3, and a third of 100 ms is about the least that still leaves
+// room for a round trip to a server on the same network.
+const minLeaseTTL = 100 * time.Millisecond
 
-// TryLock takes the lease-based lock called name without waiting (certfetch
-// names certificate locks "certificates/<name>"). It returns an error wrapping
-// ErrLocked, with a *LockedError naming the holder, when another holder has
-// it, and ErrUnavailable when the backend cannot be reached.
+// AcquireLease takes the lease called name without waiting (certfetch names
+// certificate leases "certificates/<name>"). When another holder has it, it
+// returns an error wrapping ErrLeaseHeld, with a *LeaseHeldError naming the
+// holder and when its lease runs out; when the backend cannot be reached, an
+// error wrapping kvclient.ErrUnavailable.
 //
 // The lease expires ttl after its last renewal unless renewed; it is renewed
-// in the background until Release, and its Lost channel closes when a renewal
-// finds the lock gone or taken, or cannot reach the server before the lease
-// would expire. ttl must be at least MinLeaseTTL; certfetch's daemon wants
-// tens of seconds (a dead instance's certificates wait that long for another
+// in the background until Release, and lost (see Lease) when a renewal finds
+// the lock gone or taken, or cannot reach the server before the lease would
+// expire. ttl must be at least 100 ms; certfetch's daemon wants tens of
+// seconds (a dead instance's certificates wait that long for another
 // instance). Every lease of a name gets a higher Token than the leases
-// before it. On the file backend the lock is held in this process's memory
-// (the directory is already reserved for one process by Lock) and never
-// expires; ttl is ignored there.
+// before it. On the file backend the lease is held in this process's memory
+// (the directory is already reserved for one process by LockDirectory) and
+// never expires; ttl is ignored there.
 //
-// A TryLock that fails with ErrUnavailable may still have taken the lock on
-// the server (the reply was lost); the lock then expires after ttl.
-func (s *Store) TryLock(ctx context.Context, name string, ttl time.Duration) (*Lease, error) {
+// An AcquireLease that fails with kvclient.ErrUnavailable may still have
+// taken the lock on the server (the reply was lost); the lock then expires
+// after ttl.
+func (s *Store) AcquireLease(ctx context.Context, name string, ttl time.Duration) (*Lease, error) {
 	if name == "" {
-		return nil, errors.New("try lock: empty lock name")
+		return nil, errors.New("acquire lease: empty lock name")
 	}
-	if ttl < MinLeaseTTL {
-		return nil, fmt.Errorf("try lock %s: ttl %s is shorter than %s", name, ttl, MinLeaseTTL)
+	if ttl < minLeaseTTL {
+		return nil, fmt.Errorf("acquire lease %s: ttl %s is shorter than %s", name, ttl, minLeaseTTL)
 	}
-	return s.b.TryLock(ctx, name, ttl)
+	return s.b.Acquire(ctx, name, ttl)
 }
 
 func (s *Store) read(ctx context.Context, dir, name string, v any) error {
@@ -251,12 +246,7 @@ func accountName(resolver, directory string) string {
 
 // LoadAccount returns the account of resolver at directory, or an error
 // wrapping ErrNotFound.
-func (s *Store) LoadAccount(resolver, directory string) (*Account, error) {
-	return s.LoadAccountContext(context.Background(), resolver, directory)
-}
-
-// LoadAccountContext is LoadAccount bounded by ctx.
-func (s *Store) LoadAccountContext(ctx context.Context, resolver, directory string) (*Account, error) {
+func (s *Store) LoadAccount(ctx context.Context, resolver, directory string) (*Account, error) {
 	var a Account
 	if err := s.read(ctx, accountsDir, accountName(resolver, directory), &a); err != nil {
 		return nil, err
@@ -264,15 +254,12 @@ func (s *Store) LoadAccountContext(ctx context.Context, resolver, directory stri
 	return &a, nil
 }
 
-// SaveAccount stores a (a.Directory names the CA).
-func (s *Store) SaveAccount(resolver string, a *Account) error {
-	return s.SaveAccountContext(context.Background(), resolver, a)
-}
-
-// SaveAccountContext is SaveAccount bounded by ctx; a lease in ctx
-// (WithLease) fences the write.
-func (s *Store) SaveAccountContext(ctx context.Context, resolver string, a *Account) error {
-	return s.write(ctx, accountsDir, accountName(resolver, a.Directory), a)
+// SaveAccount stores a (a.Directory names the CA). It is never fenced, even
+// with a lease in ctx: an account belongs to a resolver, not to the
+// certificate a lease guards, and every instance that registers the same
+// key at the CA stores the same URL.
+func (s *Store) SaveAccount(ctx context.Context, resolver string, a *Account) error {
+	return s.write(context.WithValue(ctx, leaseKey{}, (*Lease)(nil)), accountsDir, accountName(resolver, a.Directory), a)
 }
 
 // CreateAccount stores a unless resolver already has an account at
@@ -294,7 +281,7 @@ func (s *Store) CreateAccount(ctx context.Context, resolver string, a *Account) 
 	if created {
 		return a, nil
 	}
-	return s.LoadAccountContext(ctx, resolver, a.Directory)
+	return s.LoadAccount(ctx, resolver, a.Directory)
 }
 
 // Certificate is what certfetch knows about one configured certificate.
@@ -324,13 +311,9 @@ type Certificate struct {
 	RetryAt time.Time `json:"retryAt,omitzero"`
 }
 
-// LoadCertificate returns the record of name, or an error wrapping ErrNotFound.
-func (s *Store) LoadCertificate(name string) (*Certificate, error) {
-	return s.LoadCertificateContext(context.Background(), name)
-}
-
-// LoadCertificateContext is LoadCertificate bounded by ctx.
-func (s *Store) LoadCertificateContext(ctx context.Context, name string) (*Certificate, error) {
+// LoadCertificate returns the record of name, or an error wrapping
+// ErrNotFound.
+func (s *Store) LoadCertificate(ctx context.Context, name string) (*Certificate, error) {
 	var c Certificate
 	if err := s.read(ctx, certificatesDir, name, &c); err != nil {
 		return nil, err
@@ -338,30 +321,18 @@ func (s *Store) LoadCertificateContext(ctx context.Context, name string) (*Certi
 	return &c, nil
 }
 
-// SaveCertificate stores c under c.Name, unfenced. Writers that hold the
-// certificate's lease use SaveCertificateContext with WithLease.
-func (s *Store) SaveCertificate(c *Certificate) error {
-	return s.SaveCertificateContext(context.Background(), c)
-}
-
-// SaveCertificateContext stores c under c.Name. When ctx carries a lease
-// (WithLease), the write happens only if the lease still holds its lock,
+// SaveCertificate stores c under c.Name. When ctx carries a lease
+// (Lease.Context), the write happens only if the lease still holds its lock,
 // checked atomically with the write on Redis and etcd; otherwise it returns
 // an error wrapping ErrLeaseLost and the stored record is untouched.
-func (s *Store) SaveCertificateContext(ctx context.Context, c *Certificate) error {
+func (s *Store) SaveCertificate(ctx context.Context, c *Certificate) error {
 	return s.write(ctx, certificatesDir, c.Name, c)
-}
-
-// DeleteCertificateContext removes the record of name (fenced like
-// SaveCertificateContext); a missing record is not an error.
-func (s *Store) DeleteCertificateContext(ctx context.Context, name string) error {
-	return s.remove(ctx, certificatesDir, name)
 }
 
 // Certificates returns every certificate record in the store, sorted by
 // name: with a shared store, those of every instance.
 func (s *Store) Certificates(ctx context.Context) ([]*Certificate, error) {
-	return loadAll(ctx, s, certificatesDir, s.LoadCertificateContext)
+	return loadAll(ctx, s, certificatesDir, s.LoadCertificate)
 }
 
 // loadAll loads every record in dir with load, skipping the ones deleted
@@ -386,7 +357,7 @@ func loadAll[T any](ctx context.Context, s *Store, dir string, load func(context
 }
 
 // Journal returns the order journal, backed by orders/<key>. Save and Delete
-// are fenced by a lease in their context (WithLease): the engine passes
+// are fenced by a lease in their context (Lease.Context): the engine passes
 // context.WithoutCancel of the Obtain context, which keeps the lease.
 func (s *Store) Journal() acme.Journal { return journal{s} }
 
@@ -415,12 +386,8 @@ func (j journal) Delete(ctx context.Context, key string) error {
 	return j.s.remove(ctx, ordersDir, key)
 }
 
-// Orders returns the journaled orders: the orders alive at CAs.
-func (s *Store) Orders() ([]*acme.Record, error) {
-	return s.OrdersContext(context.Background())
-}
-
-// OrdersContext is Orders bounded by ctx.
-func (s *Store) OrdersContext(ctx context.Context) ([]*acme.Record, error) {
+// Orders returns the journaled orders, sorted by key: the orders alive at
+// CAs (with a shared store, those of every instance).
+func (s *Store) Orders(ctx context.Context) ([]*acme.Record, error) {
 	return loadAll(ctx, s, ordersDir, s.Journal().Load)
 }

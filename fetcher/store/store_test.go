@@ -14,16 +14,17 @@ import (
 	"github.com/certfetch/certfetch/fetcher/store"
 )
 
-func TestLockIsExclusive(t *testing.T) {
+func TestLockDirectoryIsExclusive(t *testing.T) {
 	t.Parallel()
 	st, err := store.Open(t.TempDir())
 	require.NoError(t, err)
-	unlock, err := st.Lock()
+	unlock, err := st.LockDirectory()
 	require.NoError(t, err)
-	_, err = st.Lock()
-	require.ErrorIs(t, err, store.ErrLocked, "a second holder (flock is per open file) is refused")
+	_, err = st.LockDirectory()
+	require.ErrorIs(t, err, store.ErrDirectoryLocked, "a second holder (flock is per open file) is refused")
+	assert.NotErrorIs(t, err, store.ErrLeaseHeld)
 	require.NoError(t, unlock())
-	unlock, err = st.Lock()
+	unlock, err = st.LockDirectory()
 	require.NoError(t, err, "released")
 	require.NoError(t, unlock())
 }
@@ -45,7 +46,7 @@ func TestJournalRoundTripAndModes(t *testing.T) {
 	got, err := j.Load(ctx, "0123")
 	require.NoError(t, err)
 	assert.Equal(t, rec, got)
-	orders, err := st.Orders()
+	orders, err := st.Orders(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, []*acme.Record{rec}, orders)
 
@@ -70,11 +71,11 @@ func TestAccountsAreKeyedByCA(t *testing.T) {
 	t.Parallel()
 	st, err := store.Open(t.TempDir())
 	require.NoError(t, err)
-	require.NoError(t, st.SaveAccount("r", &store.Account{Directory: "https://one/dir", KeyPEM: []byte("K1"), URL: "https://one/acct/1"}))
-	got, err := st.LoadAccount("r", "https://one/dir")
+	require.NoError(t, st.SaveAccount(t.Context(), "r", &store.Account{Directory: "https://one/dir", KeyPEM: []byte("K1"), URL: "https://one/acct/1"}))
+	got, err := st.LoadAccount(t.Context(), "r", "https://one/dir")
 	require.NoError(t, err)
 	assert.Equal(t, "https://one/acct/1", got.URL)
-	_, err = st.LoadAccount("r", "https://two/dir")
+	_, err = st.LoadAccount(t.Context(), "r", "https://two/dir")
 	require.ErrorIs(t, err, store.ErrNotFound, "a resolver pointed at another CA gets a new account")
 }
 
@@ -82,12 +83,12 @@ func TestCertificateRecords(t *testing.T) {
 	t.Parallel()
 	st, err := store.Open(t.TempDir())
 	require.NoError(t, err)
-	_, err = st.LoadCertificate("www")
+	_, err = st.LoadCertificate(t.Context(), "www")
 	require.ErrorIs(t, err, store.ErrNotFound)
 	want := &store.Certificate{Name: "www", Domains: []string{"www.example"}, Failures: 2, LastError: "boom",
 		RetryAt: time.Unix(1700000000, 0).UTC()}
-	require.NoError(t, st.SaveCertificate(want))
-	got, err := st.LoadCertificate("www")
+	require.NoError(t, st.SaveCertificate(t.Context(), want))
+	got, err := st.LoadCertificate(t.Context(), "www")
 	require.NoError(t, err)
 	assert.Equal(t, want, got)
 }

@@ -1,27 +1,27 @@
-package config
+// Package secret holds credentials (an EAB HMAC key, a Redis or etcd
+// password) so that no rendering of them leaks the value: the configuration
+// reads them, and only the code that hands them to a client reveals them.
+package secret
 
 import "log/slog"
 
 // redacted is what every rendering of a Secret prints instead of its value.
 const redacted = "[redacted]"
 
-// Secret holds a credential (the EAB HMAC key). Its value is reachable only
-// through Reveal; fmt (%v, %+v, %#v, %s), log/slog, encoding/json and any
+// Secret holds a credential. Its value is reachable only through Reveal;
+// fmt (%v, %+v, %#v, %s), log/slog, encoding/json and any
 // encoding.TextMarshaler user print "[redacted]". The zero value is an empty
 // secret.
 type Secret struct {
 	value string
 }
 
-// NewSecret wraps value.
-func NewSecret(value string) Secret { return Secret{value: value} }
+// New wraps value.
+func New(value string) Secret { return Secret{value: value} }
 
 // Reveal returns the secret value. Call it only where the value is handed to
-// the ACME client, never to build a message.
+// the client that authenticates with it, never to build a message.
 func (s Secret) Reveal() string { return s.value }
-
-// IsZero reports whether the secret is empty.
-func (s Secret) IsZero() bool { return s.value == "" }
 
 // String implements fmt.Stringer.
 func (s Secret) String() string { return redacted }
