@@ -377,13 +377,7 @@ func (d *decoder) storage(f *field) Storage {
 		st.Etcd = d.etcdConnection(x, DefaultStorageRootKey)
 		set = append(set, "etcd")
 	}
-	if len(set) != 1 {
-		got := "none"
-		if len(set) > 1 {
-			got = strings.Join(set, " and ")
-		}
-		d.fail(f.value, f.path, "set exactly one of directory, redis or etcd, got %s", got)
-	}
+	d.exactlyOne(f, set, "directory", "redis", "etcd")
 	if x := m.get("lockTTL"); x != nil {
 		if v, ok := d.duration(x.value, x.path); ok {
 			if v < MinLockTTL {

@@ -29,6 +29,21 @@ func (d *decoder) fail(n *yaml.Node, key, format string, args ...any) {
 	d.errs = append(d.errs, &Error{File: d.file, Line: line, Key: key, Problem: fmt.Sprintf(format, args...)})
 }
 
+// exactlyOne records a problem at f unless exactly one of choices is set,
+// and reports whether one is; set lists the choices that are, in order.
+func (d *decoder) exactlyOne(f *field, set []string, choices ...string) bool {
+	if len(set) == 1 {
+		return true
+	}
+	got := "none"
+	if len(set) > 1 {
+		got = strings.Join(set, " and ")
+	}
+	last := len(choices) - 1
+	d.fail(f.value, f.path, "set exactly one of %s or %s, got %s", strings.Join(choices[:last], ", "), choices[last], got)
+	return false
+}
+
 // field is one key/value pair of a mapping.
 type field struct {
 	key   *yaml.Node

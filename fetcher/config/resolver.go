@@ -201,9 +201,17 @@ func (d *decoder) eab(f *field) *EAB {
 		e.KID, _ = d.str(k.value, k.path)
 	}
 	encoded, file := m.get("hmacEncoded"), m.get("hmacFile")
+	var set []string
+	if encoded != nil {
+		set = append(set, "hmacEncoded")
+	}
+	if file != nil {
+		set = append(set, "hmacFile")
+	}
+	if !d.exactlyOne(f, set, "hmacEncoded", "hmacFile") {
+		return e
+	}
 	switch {
-	case encoded != nil && file != nil:
-		d.fail(file.key, f.path, "set exactly one of hmacEncoded and hmacFile, not both")
 	case encoded != nil:
 		if s, ok := d.str(encoded.value, encoded.path); ok {
 			e.HMAC, _ = d.hmac(encoded.value, encoded.path, s, "")
@@ -217,8 +225,6 @@ func (d *decoder) eab(f *field) *EAB {
 			}
 			e.HMAC, _ = d.hmac(file.value, file.path, strings.TrimSpace(string(data)), " in "+p)
 		}
-	default:
-		d.fail(f.value, f.path, "set one of hmacEncoded or hmacFile")
 	}
 	return e
 }
@@ -327,12 +333,6 @@ func (d *decoder) httpChallenge(f *field) HTTPChallenge {
 			set = append(set, "stateless")
 		}
 	}
-	if len(set) != 1 {
-		got := "none"
-		if len(set) > 1 {
-			got = strings.Join(set, " and ")
-		}
-		d.fail(f.value, f.path, "set exactly one of webroot, listen or stateless: true, got %s", got)
-	}
+	d.exactlyOne(f, set, "webroot", "listen", "stateless: true")
 	return h
 }
