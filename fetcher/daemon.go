@@ -1,7 +1,10 @@
 // Package fetcher is the certfetch daemon: it keeps every configured
 // certificate issued and renewed through the ACME engine (package acme),
-// stores state in a state directory (package store) and publishes
-// certificates for Traefik (package output).
+// keeps its state in the store (package store: a directory, or Redis or etcd
+// shared by several instances) and publishes certificates for Traefik
+// (package output: its file provider, or its Redis and etcd providers). It
+// alone translates the configuration (package config) into stores and
+// outputs.
 package fetcher
 
 import (

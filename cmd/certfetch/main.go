@@ -1,6 +1,8 @@
 // Command certfetch obtains and renews ACME certificates for Traefik: it runs
 // orders with a configurable deadline, resumes orders a slow CA is still
-// working on, and publishes certificates for Traefik's file provider.
+// working on, and publishes certificates for Traefik's file provider or its
+// Redis and etcd providers, keeping its state in a directory or sharing it
+// with other instances on Redis or etcd.
 //
 // Usage: certfetch <command> [--config FILE] [args]; see usage below.
 package main

@@ -41,7 +41,7 @@ func Serve(ctx context.Context, addr string, h http.Handler, logger *slog.Logger
 	}
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("metrics server stopped", "addr", ln.Addr().String(), "error", err)
+			logger.Error("metrics server stopped", "addr", ln.Addr().String(), "err", err)
 		}
 	}()
 	go func() {
@@ -49,7 +49,7 @@ func Serve(ctx context.Context, addr string, h http.Handler, logger *slog.Logger
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 		defer cancel()
 		if err := srv.Shutdown(shutdownCtx); err != nil {
-			logger.Warn("metrics server: graceful shutdown timed out, closing connections", "addr", ln.Addr().String(), "error", err)
+			logger.Warn("metrics server: graceful shutdown timed out, closing connections", "addr", ln.Addr().String(), "err", err)
 			_ = srv.Close()
 		}
 	}()

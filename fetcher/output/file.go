@@ -313,7 +313,7 @@ func (o *FileOutput) published(name string) *pair {
 		err = fmt.Errorf("want one tls.certificates entry, got %d", len(doc.TLS.Certificates))
 	}
 	if err != nil {
-		o.logger.Warn("ignoring unreadable published configuration", "name", name, "error", err)
+		o.logger.Warn("ignoring unreadable published configuration", "name", name, "err", err)
 		return nil
 	}
 	return &doc.TLS.Certificates[0]
@@ -326,7 +326,7 @@ func (o *FileOutput) supersede(p pair) {
 	now := time.Now()
 	for _, path := range []string{p.CertFile, p.KeyFile} {
 		if err := os.Chtimes(path, now, now); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			o.logger.Warn("cannot mark superseded file", "path", path, "error", err)
+			o.logger.Warn("cannot mark superseded file", "path", path, "err", err)
 		}
 	}
 }

@@ -15,8 +15,8 @@ import (
 )
 
 // The checks the Traefik Plugin Catalog's analyzer makes before it lists a
-// plugin (DESIGN.md, "Plugin facts"), plus the build guards that keep the
-// root package loadable by Yaegi inside Traefik.
+// plugin, plus the build guards that keep the root package loadable by Yaegi
+// inside Traefik.
 
 // forbiddenRequires are modules the catalog refuses in a plugin's go.mod, on
 // any require line, indirect ones too.

@@ -257,7 +257,7 @@ func (h *slowHandler) writeCurrentOrder(w http.ResponseWriter, r *http.Request, 
 func (h *slowHandler) writeOrder(w http.ResponseWriter, rec *httptest.ResponseRecorder, edit func(map[string]json.RawMessage)) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(rec.Body.Bytes(), &fields); err != nil {
-		h.logger.Warn("test CA: order answer is not a JSON object; passing it unchanged", "error", err)
+		h.logger.Warn("test CA: order answer is not a JSON object; passing it unchanged", "err", err)
 		writeRecorded(w, rec, rec.Body.Bytes())
 		return
 	}
