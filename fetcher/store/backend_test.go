@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -787,6 +788,24 @@ func TestRedisACLUserLimitedToThePrefix(t *testing.T) {
 			useEverything(t, st, 300*time.Millisecond)
 		})
 	}
+}
+
+// TestRedisACLWithoutPTTL: an ACL written for an older certfetch, without
+// PTTL, still refuses a held lease as held; only its expiry is unknown.
+func TestRedisACLWithoutPTTL(t *testing.T) {
+	t.Parallel()
+	acl := slices.DeleteFunc(slices.Clone(redisACL), func(c string) bool { return c == "+pttl" })
+	_, addr := testservers.StartRedis(t, append([]string{"--user", "certfetch", "on", ">pw"}, acl...)...)
+	st, err := store.OpenRedis(t.Context(), kvclient.RedisOptions{Address: addr, Username: "certfetch", Password: secret.New("pw")}, store.Options{})
+	require.NoError(t, err)
+	defer st.Close()
+	l, err := st.AcquireLease(t.Context(), "certificates/www", time.Second)
+	require.NoError(t, err)
+	defer l.Release(t.Context())
+	_, err = st.AcquireLease(t.Context(), "certificates/www", time.Second)
+	var held *store.LeaseHeldError
+	require.ErrorAs(t, err, &held)
+	assert.True(t, held.Expires.IsZero())
 }
 
 func TestEtcdUserLimitedToThePrefix(t *testing.T) {

@@ -140,13 +140,16 @@ func (r *redisBackend) List(ctx context.Context, dir string) ([]string, error) {
 // "<token> <nonce> <instance>", token from INCR of KEYS[2]. It returns
 // {1, value} when taken (also when the lock already carries this attempt's
 // nonce: a re-sent request), or {0, holder's value, the lock's PTTL}, read
-// in the same atomic step as the refusal.
+// in the same atomic step as the refusal. An ACL written before certfetch
+// read PTTL refuses it: the PTTL is then -1, unknown, and the refusal stands.
 var acquireScript = kvclient.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local _, nonce = string.match(cur, '^(%d+) (%x+) ')
   if nonce == ARGV[2] then return {1, cur} end
-  return {0, cur, redis.call('PTTL', KEYS[1])}
+  local ttl = redis.pcall('PTTL', KEYS[1])
+  if type(ttl) ~= 'number' then ttl = -1 end
+  return {0, cur, ttl}
 end
 local tok = redis.call('INCR', KEYS[2])
 local val = tok .. ' ' .. ARGV[2] .. ' ' .. ARGV[3]
