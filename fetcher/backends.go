@@ -40,47 +40,47 @@ func OpenStore(ctx context.Context, s config.Storage) (*store.Store, error) {
 // kvclient.ErrUnavailable, not newOutput. Close the result when it is
 // replaced (configuration reload) or at exit.
 func newOutput(cfg config.Output, logger *slog.Logger) (output.PublishCloser, error) {
-	var outs []output.PublishCloser
-	fail := func(err error) (output.PublishCloser, error) {
+	var (
+		outs []output.PublishCloser
+		errs []error
+	)
+	add := func(o output.PublishCloser, err error) {
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			outs = append(outs, o)
+		}
+	}
+	if cfg.HasFile() {
+		add(output.NewFileOutput(output.FileOptions{Directory: cfg.File.Directory, GracePeriod: cfg.File.GracePeriod,
+			GroupReadableKeys: cfg.File.GroupReadableKeys, Logger: logger}))
+	}
+	if r := cfg.Redis; r != nil {
+		add(kvOutput(r, redisConnection, output.NewRedisOutput, output.KVOptions{RootKey: r.RootKey, Logger: logger}))
+	}
+	if e := cfg.Etcd; e != nil {
+		add(kvOutput(e, etcdConnection, output.NewEtcdOutput, output.KVOptions{RootKey: e.RootKey, Logger: logger}))
+	}
+	if len(outs) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("none configured (set output.file, output.redis or output.etcd)"))
+	}
+	if len(errs) > 0 {
 		for _, o := range outs {
 			_ = o.Close()
 		}
-		return nil, fmt.Errorf("output: %w", err)
-	}
-	if cfg.HasFile() {
-		f, err := output.NewFileOutput(output.FileOptions{Directory: cfg.File.Directory, GracePeriod: cfg.File.GracePeriod,
-			GroupReadableKeys: cfg.File.GroupReadableKeys, Logger: logger})
-		if err != nil {
-			return fail(err)
-		}
-		outs = append(outs, f)
-	}
-	if r := cfg.Redis; r != nil {
-		conn, err := redisConnection(r)
-		if err != nil {
-			return fail(err)
-		}
-		o, err := output.NewRedisOutput(conn, output.KVOptions{RootKey: r.RootKey, Logger: logger})
-		if err != nil {
-			return fail(err)
-		}
-		outs = append(outs, o)
-	}
-	if e := cfg.Etcd; e != nil {
-		conn, err := etcdConnection(e)
-		if err != nil {
-			return fail(err)
-		}
-		o, err := output.NewEtcdOutput(conn, output.KVOptions{RootKey: e.RootKey, Logger: logger})
-		if err != nil {
-			return fail(err)
-		}
-		outs = append(outs, o)
-	}
-	if len(outs) == 0 {
-		return fail(errors.New("none configured (set output.file, output.redis or output.etcd)"))
+		return nil, fmt.Errorf("output: %w", errors.Join(errs...))
 	}
 	return output.FanOut(outs...), nil
+}
+
+// kvOutput builds the KV output of the connection c: translate gives its
+// client options, build the output.
+func kvOutput[C, O any](c C, translate func(C) (O, error), build func(O, output.KVOptions) (*output.KVOutput, error), o output.KVOptions) (output.PublishCloser, error) {
+	conn, err := translate(c)
+	if err != nil {
+		return nil, err
+	}
+	return build(conn, o)
 }
 
 // redisConnection translates a Redis connection's configuration.

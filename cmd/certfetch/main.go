@@ -177,7 +177,27 @@ type daemonSetup struct {
 	store   *store.Store
 	unlock  func() error
 	daemon  *fetcher.Daemon
-	metrics *metrics.Metrics // nil unless served
+	metrics *metrics.Metrics   // nil unless served
+	stop    context.CancelFunc // stops the signal handling
+}
+
+// startDaemon parses the flags of run or once (summary is its usage line),
+// then sets the daemon up under a context that SIGTERM and SIGINT cancel.
+// It returns a nil setup, and the exit code, when the command ends there;
+// otherwise close the setup at the end.
+func startDaemon(summary string, args []string, serveMetrics bool, stderr io.Writer) (context.Context, *daemonSetup, int) {
+	fs, cfgFlag := commandFlags(summary, stderr)
+	if code, ok := parseFlags(fs, args); !ok {
+		return nil, nil, code
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	s, code := setup(*cfgFlag, serveMetrics, stderr)
+	if s == nil {
+		stop()
+		return nil, nil, code
+	}
+	s.stop = stop
+	return ctx, s, exitOK
 }
 
 // setup loads the configuration, locks the state and builds the daemon;
@@ -220,17 +240,11 @@ func (s *daemonSetup) close() {
 	if err := s.store.Close(); err != nil {
 		s.log.Warn("close the state store", "err", err)
 	}
+	s.stop()
 }
 
 func cmdRun(args []string, _, stderr io.Writer) int {
-	fs, cfgFlag := commandFlags("run [--config FILE]", stderr)
-	if code, ok := parseFlags(fs, args); !ok {
-		return code
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-
-	s, code := setup(*cfgFlag, true, stderr)
+	ctx, s, code := startDaemon("run [--config FILE]", args, true, stderr)
 	if s == nil {
 		return code
 	}
@@ -312,13 +326,7 @@ func notify(log *slog.Logger, state string) {
 }
 
 func cmdOnce(args []string, _, stderr io.Writer) int {
-	fs, cfgFlag := commandFlags("once [--config FILE]", stderr)
-	if code, ok := parseFlags(fs, args); !ok {
-		return code
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	s, code := setup(*cfgFlag, false, stderr)
+	ctx, s, code := startDaemon("once [--config FILE]", args, false, stderr)
 	if s == nil {
 		return code
 	}

@@ -3,36 +3,11 @@ package output
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/certfetch/certfetch/internal/kvclient"
 )
 
-// NewEtcdOutput returns a KVOutput writing to the etcd cluster conn names.
-// Like NewRedisOutput it does not contact the cluster: the first publication
-// connects (and authenticates), so certfetch starts while etcd is down.
-//
-// Each publication reads the index and the list at one revision R, then
-// commits one Txn whose guard is "the index's ModRevision is what was read
-// (or it does not exist) and no key of the list changed after R": etcd
-// applies the puts and deletes all together or not at all, and Traefik's
-// etcd provider lists the prefix in one range read at one revision, so a
-// node sees the old list or the new one.
-//
-// etcd bounds the operations of one Txn (--max-txn-ops, 128 by default).
-// Only changed values are written, but inserting a name shifts every entry
-// after it: one Txn of up to 2n+1 operations for n certificates, so raise
-// --max-txn-ops above twice the certificate count beyond about 60
-// certificates (and --max-request-bytes, 1.5 MiB by default, beyond a few
-// hundred).
-func NewEtcdOutput(conn kvclient.EtcdOptions, o KVOptions) (*KVOutput, error) {
-	c, err := kvclient.NewEtcd(conn)
-	if err != nil {
-		return nil, fmt.Errorf("etcd output: %w", err)
-	}
-	return newKVOutput("etcd", strings.Join(conn.Endpoints, ","), o, etcdBackend{c}), nil
-}
-
+// etcdBackend is an etcd KVOutput's transactions (see NewEtcdOutput).
 type etcdBackend struct {
 	c *kvclient.Etcd
 }

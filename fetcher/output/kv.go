@@ -9,8 +9,11 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/certfetch/certfetch/internal/kvclient"
 )
 
 // KV outputs (Redis, etcd) write the layout Traefik's KV providers read:
@@ -260,15 +263,59 @@ type KVOptions struct {
 	Logger *slog.Logger
 }
 
-// newKVOutput applies the defaults of o.
-func newKVOutput(store, endpoint string, o KVOptions, b kvBackend) *KVOutput {
+// newKVOutput applies the defaults of o; err is the client's construction
+// error.
+func newKVOutput(store, endpoint string, o KVOptions, b kvBackend, err error) (*KVOutput, error) {
+	if err != nil {
+		return nil, fmt.Errorf("%s output: %w", store, err)
+	}
 	if o.RootKey == "" {
 		o.RootKey = DefaultRootKey
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &KVOutput{store: store, endpoint: endpoint, layout: kvLayout{root: o.RootKey}, logger: o.Logger, backend: b}
+	return &KVOutput{store: store, endpoint: endpoint, layout: kvLayout{root: o.RootKey}, logger: o.Logger, backend: b}, nil
+}
+
+// NewRedisOutput returns a KVOutput writing to the Redis server conn names
+// (the one Traefik's providers.redis.endpoints names). It does not connect:
+// the first publication does, so that certfetch starts (and keeps its
+// certificates stored) while Redis is down.
+//
+// Each publication is one MULTI/EXEC under WATCH: the index key, then every
+// key of the list, are watched before they are read, so EXEC applies the
+// whole new list only if no other client changed what it was computed from
+// (Redis has no multi-key compare-and-set otherwise, and MULTI/EXEC alone
+// would not notice a concurrent writer). Traefik's Redis provider re-reads
+// the list with SCAN then one MGET after each keyspace notification; MGET
+// is atomic against EXEC, so a node never loads a certificate with another
+// one's key.
+func NewRedisOutput(conn kvclient.RedisOptions, o KVOptions) (*KVOutput, error) {
+	c, err := kvclient.NewRedis(conn)
+	return newKVOutput("redis", conn.Address, o, redisBackend{c}, err)
+}
+
+// NewEtcdOutput returns a KVOutput writing to the etcd cluster conn names.
+// Like NewRedisOutput it does not contact the cluster: the first publication
+// connects (and authenticates), so certfetch starts while etcd is down.
+//
+// Each publication reads the index and the list at one revision R, then
+// commits one Txn whose guard is "the index's ModRevision is what was read
+// (or it does not exist) and no key of the list changed after R": etcd
+// applies the puts and deletes all together or not at all, and Traefik's
+// etcd provider lists the prefix in one range read at one revision, so a
+// node sees the old list or the new one.
+//
+// etcd bounds the operations of one Txn (--max-txn-ops, 128 by default).
+// Only changed values are written, but inserting a name shifts every entry
+// after it: one Txn of up to 2n+1 operations for n certificates, so raise
+// --max-txn-ops above twice the certificate count beyond about 60
+// certificates (and --max-request-bytes, 1.5 MiB by default, beyond a few
+// hundred).
+func NewEtcdOutput(conn kvclient.EtcdOptions, o KVOptions) (*KVOutput, error) {
+	c, err := kvclient.NewEtcd(conn)
+	return newKVOutput("etcd", strings.Join(conn.Endpoints, ","), o, etcdBackend{c}, err)
 }
 
 // Publish implements Publisher: the certificate list under rootKey gains or
@@ -347,25 +394,15 @@ func (o *KVOutput) update(ctx context.Context, op, name string, change kvChange)
 				return fail(fmt.Errorf("%w (%d attempts)", ErrConflict, attempt))
 			}
 			o.logger.Debug("KV transaction conflict, retrying", "name", name, "output", o.store, "attempt", attempt)
-			if err := pause(ctx, time.Duration(attempt)*10*time.Millisecond+rand.N(10*time.Millisecond)); err != nil {
-				return fail(fmt.Errorf("retry after a conflict: %w", err))
+			select {
+			case <-ctx.Done():
+				return fail(fmt.Errorf("retry after a conflict: %w", ctx.Err()))
+			case <-time.After(time.Duration(attempt)*10*time.Millisecond + rand.N(10*time.Millisecond)):
 			}
 		case errors.Is(err, ErrCorruptIndex):
 			return fail(fmt.Errorf("%w (%s)", err, o.layout.indexKey()))
 		default:
 			return fail(err)
 		}
-	}
-}
-
-// pause waits d, or returns ctx's error when it ends first.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -8,27 +8,7 @@ import (
 	"github.com/certfetch/certfetch/internal/kvclient"
 )
 
-// NewRedisOutput returns a KVOutput writing to the Redis server conn names
-// (the one Traefik's providers.redis.endpoints names). It does not connect:
-// the first publication does, so that certfetch starts (and keeps its
-// certificates stored) while Redis is down.
-//
-// Each publication is one MULTI/EXEC under WATCH: the index key, then every
-// key of the list, are watched before they are read, so EXEC applies the
-// whole new list only if no other client changed what it was computed from
-// (Redis has no multi-key compare-and-set otherwise, and MULTI/EXEC alone
-// would not notice a concurrent writer). Traefik's Redis provider re-reads
-// the list with SCAN then one MGET after each keyspace notification; MGET
-// is atomic against EXEC, so a node never loads a certificate with another
-// one's key.
-func NewRedisOutput(conn kvclient.RedisOptions, o KVOptions) (*KVOutput, error) {
-	c, err := kvclient.NewRedis(conn)
-	if err != nil {
-		return nil, fmt.Errorf("redis output: %w", err)
-	}
-	return newKVOutput("redis", conn.Address, o, redisBackend{c}), nil
-}
-
+// redisBackend is a Redis KVOutput's transactions (see NewRedisOutput).
 type redisBackend struct {
 	c *kvclient.Redis
 }

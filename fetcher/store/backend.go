@@ -3,9 +3,12 @@ package store
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/certfetch/certfetch/internal/kvclient"
 )
 
 // backend is what a Store's records and locks sit on. Keys are
@@ -76,31 +79,83 @@ type Options struct {
 	Instance string
 }
 
+// OpenRedis connects to Redis and checks the connection and credentials
+// with PING, so that a wrong address or password fails here with a clear
+// error (wrapping kvclient.ErrUnavailable when the server was not reached).
+// Close the Store when done.
+func OpenRedis(ctx context.Context, conn kvclient.RedisOptions, o Options) (*Store, error) {
+	c, err := kvclient.NewRedis(conn)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	r := &redisBackend{remote: newRemote("redis", o, c), c: c}
+	return r.open(ctx, r, c.Ping)
+}
+
+// OpenEtcd connects to etcd and reads one key (the prefix itself), so that
+// a wrong endpoint, credentials or permissions fail here with a clear error
+// (wrapping kvclient.ErrUnavailable when the cluster was not reached). Close
+// the Store when done.
+func OpenEtcd(ctx context.Context, conn kvclient.EtcdOptions, o Options) (*Store, error) {
+	c, err := kvclient.NewEtcd(conn)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	e := &etcdBackend{remote: newRemote("etcd", o, c), c: c}
+	return e.open(ctx, e, func(ctx context.Context) error {
+		_, _, err := c.Get(ctx, e.prefix)
+		return err
+	})
+}
+
 // defaultPrefix is Options.Prefix's default, the configuration's default
 // storage rootKey.
 const defaultPrefix = "certfetch/"
 
 // remote is what the Redis and etcd backends share.
 type remote struct {
+	kind     string // "redis" or "etcd", for errors
 	prefix   string
 	instance string
 	desc     string // for errors and String: no credentials
+	client   io.Closer
 }
 
-// newRemote applies the defaults to o; server names the connection.
-func newRemote(o Options, server fmt.Stringer) remote {
-	r := remote{prefix: o.Prefix, instance: o.Instance}
+// newRemote applies the defaults to o for client.
+func newRemote(kind string, o Options, client interface {
+	io.Closer
+	fmt.Stringer
+}) remote {
+	r := remote{kind: kind, prefix: o.Prefix, instance: o.Instance, client: client}
 	if r.prefix == "" {
 		r.prefix = defaultPrefix
 	}
 	if r.instance == "" {
 		r.instance = defaultInstance()
 	}
-	r.desc = fmt.Sprintf("%s prefix %q", server, r.prefix)
+	r.desc = fmt.Sprintf("%s prefix %q", client, r.prefix)
 	return r
 }
 
+// open returns the Store on b (whose remote r is) once check passed, so
+// that a wrong address, credentials or permissions fail at once; it closes
+// the client otherwise.
+func (r *remote) open(ctx context.Context, b backend, check func(context.Context) error) (*Store, error) {
+	if err := check(ctx); err != nil {
+		r.client.Close()
+		return nil, r.fail("open", "", err)
+	}
+	return &Store{b: b}, nil
+}
+
 func (r *remote) String() string { return r.desc }
+
+func (r *remote) Close() error { return r.client.Close() }
+
+// fail names the operation and its subject in a client error.
+func (r *remote) fail(op, key string, err error) error {
+	return fmt.Errorf("%s %s %s: %w", r.kind, op, r.subject(key), err)
+}
 
 // subject names key (relative to the prefix) on the server in errors; the
 // server alone without a key.

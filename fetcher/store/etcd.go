@@ -18,41 +18,6 @@ type etcdBackend struct {
 	c *kvclient.Etcd
 }
 
-// OpenEtcd connects to etcd and reads one key (the prefix itself), so that
-// a wrong endpoint, credentials or permissions fail here with a clear error
-// (wrapping kvclient.ErrUnavailable when the cluster was not reached). Close
-// the Store when done.
-func OpenEtcd(ctx context.Context, conn kvclient.EtcdOptions, o Options) (*Store, error) {
-	c, err := kvclient.NewEtcd(conn)
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	e := &etcdBackend{remote: newRemote(o, c), c: c}
-	if _, _, err := c.Get(ctx, e.prefix); err != nil {
-		c.Close()
-		return nil, e.fail("open", "", err)
-	}
-	return &Store{b: e}, nil
-}
-
-func (e *etcdBackend) Close() error { return e.c.Close() }
-
-// fail names the operation and its subject in a client error.
-func (e *etcdBackend) fail(op, key string, err error) error {
-	return fmt.Errorf("etcd %s %s: %w", op, e.subject(key), err)
-}
-
-func (e *etcdBackend) Get(ctx context.Context, key string) ([]byte, error) {
-	kv, _, err := e.c.Get(ctx, e.prefix+key)
-	if err != nil {
-		return nil, e.fail("get", key, err)
-	}
-	if kv == nil {
-		return nil, e.fail("get", key, ErrNotFound)
-	}
-	return kv.Value, nil
-}
-
 func (e *etcdBackend) Put(ctx context.Context, key string, value []byte) error {
 	return e.write(ctx, "put", key, kvclient.Put(e.prefix+key, string(value)))
 }
@@ -88,6 +53,17 @@ func (e *etcdBackend) write(ctx context.Context, opName, key string, op kvclient
 		return lostError("etcd "+opName, e.prefix+key, l)
 	}
 	return nil
+}
+
+func (e *etcdBackend) Get(ctx context.Context, key string) ([]byte, error) {
+	kv, _, err := e.c.Get(ctx, e.prefix+key)
+	if err != nil {
+		return nil, e.fail("get", key, err)
+	}
+	if kv == nil {
+		return nil, e.fail("get", key, ErrNotFound)
+	}
+	return kv.Value, nil
 }
 
 func (e *etcdBackend) List(ctx context.Context, dir string) ([]string, error) {

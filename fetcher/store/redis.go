@@ -22,30 +22,6 @@ type redisBackend struct {
 	c *kvclient.Redis
 }
 
-// OpenRedis connects to Redis and checks the connection and credentials
-// with PING, so that a wrong address or password fails here with a clear
-// error (wrapping kvclient.ErrUnavailable when the server was not reached).
-// Close the Store when done.
-func OpenRedis(ctx context.Context, conn kvclient.RedisOptions, o Options) (*Store, error) {
-	c, err := kvclient.NewRedis(conn)
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	r := &redisBackend{remote: newRemote(o, c), c: c}
-	if err := c.Ping(ctx); err != nil {
-		c.Close()
-		return nil, r.fail("open", "", err)
-	}
-	return &Store{b: r}, nil
-}
-
-func (r *redisBackend) Close() error { return r.c.Close() }
-
-// fail names the operation and its subject in a client error.
-func (r *redisBackend) fail(op, key string, err error) error {
-	return fmt.Errorf("redis %s %s: %w", op, r.subject(key), err)
-}
-
 func (r *redisBackend) Get(ctx context.Context, key string) ([]byte, error) {
 	data, found, err := r.c.Get(ctx, r.prefix+key)
 	if err != nil {
