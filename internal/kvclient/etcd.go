@@ -61,7 +61,14 @@ type Etcd struct {
 
 	mu     sync.Mutex
 	client *clientv3.Client // nil until connected, and after a reconnect is due
+	dial   *dial            // the connection being made, if any
 	closed bool
+}
+
+// dial is one connection attempt; err is set before done closes.
+type dial struct {
+	done chan struct{}
+	err  error
 }
 
 // NewEtcd returns a client for o without connecting.
@@ -99,27 +106,60 @@ func (e *Etcd) Close() error {
 	return err
 }
 
-// connect returns the current client, creating it when there is none.
-func (e *Etcd) connect() (*clientv3.Client, error) {
+// connect returns the current client, connecting when there is none.
+// Connecting takes up to the timeout (with a username the client
+// authenticates as it connects); concurrent callers share one attempt, and a
+// caller whose ctx ends first stops waiting for it.
+func (e *Etcd) connect(ctx context.Context) (*clientv3.Client, error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.closed {
+		e.mu.Unlock()
 		return nil, errClosed
 	}
-	if e.client == nil {
-		c, err := clientv3.New(e.cfg)
-		if err != nil {
-			return nil, fmt.Errorf("etcd connect: %w", err)
-		}
+	if c := e.client; c != nil {
+		e.mu.Unlock()
+		return c, nil
+	}
+	d := e.dial
+	if d == nil {
+		d = &dial{done: make(chan struct{})}
+		e.dial = d
+		go e.connectOnce(d)
+	}
+	e.mu.Unlock()
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("etcd connect: %w", ctx.Err())
+	case <-d.done:
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("etcd connect: %w", d.err)
+	}
+	return e.connect(ctx)
+}
+
+// connectOnce makes the attempt d and installs its client.
+func (e *Etcd) connectOnce(d *dial) {
+	c, err := clientv3.New(e.cfg)
+	e.mu.Lock()
+	defer close(d.done)
+	defer e.mu.Unlock()
+	e.dial = nil
+	switch {
+	case err != nil:
+		d.err = err
+	case e.closed:
+		_ = c.Close()
+		d.err = errClosed
+	default:
 		e.client = c
 	}
-	return e.client, nil
 }
 
 // do runs one operation on the current client, bounded by the timeout, and
 // classifies its error.
 func (e *Etcd) do(ctx context.Context, op func(context.Context, *clientv3.Client) error) error {
-	c, err := e.connect()
+	c, err := e.connect(ctx)
 	if err != nil {
 		return classify(ctx, err, !errors.Is(err, errClosed) && etcdDown(err))
 	}
