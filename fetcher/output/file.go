@@ -77,8 +77,8 @@ type FileOptions struct {
 // were superseded; Prune deletes unreferenced files older than the grace
 // period. This state lives in the file system, so it survives restarts.
 //
-// File system operations take milliseconds and are not interrupted halfway:
-// each method checks its ctx once, before it changes anything.
+// File system operations take milliseconds and are never interrupted
+// halfway: FileOutput does not consult ctx.
 type FileOutput struct {
 	dir     string
 	certs   string
@@ -159,8 +159,8 @@ type dynamicConfig struct {
 const yamlHeader = "# Written by certfetch; replaced on every renewal. Do not edit.\n"
 
 // Publish implements Publisher.
-func (o *FileOutput) Publish(ctx context.Context, name string, certPEM, keyPEM []byte) error {
-	if err := checkPublication(ctx, name, certPEM, keyPEM); err != nil {
+func (o *FileOutput) Publish(_ context.Context, name string, certPEM, keyPEM []byte) error {
+	if err := checkPublication(name, certPEM, keyPEM); err != nil {
 		return err
 	}
 	o.mu.Lock()
@@ -203,11 +203,8 @@ func (o *FileOutput) Publish(ctx context.Context, name string, certPEM, keyPEM [
 }
 
 // Remove implements Publisher. The PEM files stay for the grace period.
-func (o *FileOutput) Remove(ctx context.Context, name string) error {
+func (o *FileOutput) Remove(_ context.Context, name string) error {
 	if err := checkName(name); err != nil {
-		return fmt.Errorf("remove certificate %q: %w", name, err)
-	}
-	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("remove certificate %q: %w", name, err)
 	}
 	o.mu.Lock()
@@ -234,10 +231,7 @@ func (o *FileOutput) Remove(ctx context.Context, name string) error {
 // <name>.yml references and that were superseded (or, for leftovers of an
 // interrupted write such as a temporary YAML file, written) at least the
 // grace period before now.
-func (o *FileOutput) Prune(ctx context.Context, now time.Time) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("prune %s: %w", o.certs, err)
-	}
+func (o *FileOutput) Prune(_ context.Context, now time.Time) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 
@@ -345,14 +339,11 @@ func checkName(name string) error {
 }
 
 // checkPublication is what every output checks before it publishes: a
-// valid name, a key that matches the certificate, a live ctx.
-func checkPublication(ctx context.Context, name string, certPEM, keyPEM []byte) error {
+// valid name and a key that matches the certificate.
+func checkPublication(name string, certPEM, keyPEM []byte) error {
 	err := checkName(name)
 	if err == nil {
 		_, err = tls.X509KeyPair(certPEM, keyPEM)
-	}
-	if err == nil {
-		err = ctx.Err()
 	}
 	if err != nil {
 		return fmt.Errorf("publish certificate %q: %w", name, err)

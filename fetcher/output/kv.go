@@ -320,11 +320,12 @@ func NewEtcdOutput(conn kvclient.EtcdOptions, o KVOptions) (*KVOutput, error) {
 
 // Publish implements Publisher: the certificate list under rootKey gains or
 // replaces name's entry, in one transaction. Publishing the pair already
-// published writes nothing. On failure nothing was written and the error is
-// a *KVError wrapping kvclient.ErrUnavailable, ErrConflict, ctx's error or
-// the store's error.
+// published writes nothing. On failure the error is a *KVError wrapping
+// kvclient.ErrUnavailable, ErrConflict, ctx's error or the store's error;
+// the list is the old one, or (when the reply to the commit was lost) the
+// new one, never a mix.
 func (o *KVOutput) Publish(ctx context.Context, name string, certPEM, keyPEM []byte) error {
-	if err := checkPublication(ctx, name, certPEM, keyPEM); err != nil {
+	if err := checkPublication(name, certPEM, keyPEM); err != nil {
 		return err
 	}
 	next := kvPair{Cert: string(certPEM), Key: string(keyPEM)}

@@ -11,8 +11,8 @@ import (
 )
 
 // Publisher hands certificates to a TLS terminator. Implementations are safe
-// for concurrent use. ctx bounds each call: a call it cancels fails with
-// (wrapping) its error and leaves what was published before untouched.
+// for concurrent use. ctx bounds the calls that wait on a server (KVOutput):
+// one it cancels fails with (wrapping) its error.
 type Publisher interface {
 	// Publish makes certPEM (leaf first, then the chain) and keyPEM the
 	// certificate served under name, replacing the previous one so that a
