@@ -173,8 +173,10 @@ func (e *Etcd) do(ctx context.Context, op func(context.Context, *clientv3.Client
 }
 
 // afterFailure reports whether err means the cluster was not reached, and
-// drops c for a reconnect when err may have left it stuck (see Etcd). A
-// failure of c because another operation dropped it counts as not reached.
+// drops c for a reconnect when err may have left it stuck (see Etcd); a
+// refused token then counts as not reached too, since the next operation
+// authenticates afresh. A failure of a client another operation dropped
+// meanwhile counts as not reached.
 func (e *Etcd) afterFailure(c *clientv3.Client, err error) (down bool) {
 	down = etcdDown(err)
 	e.mu.Lock()
@@ -185,6 +187,7 @@ func (e *Etcd) afterFailure(c *clientv3.Client, err error) (down bool) {
 	if e.cfg.Username != "" && (down || errors.Is(err, rpctypes.ErrInvalidAuthToken)) {
 		_ = c.Close()
 		e.client = nil
+		return true
 	}
 	return down
 }
