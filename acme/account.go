@@ -3,10 +3,8 @@ package acme
 import (
 	"crypto"
 	"encoding/base64"
-	"errors"
 	"fmt"
 
-	"github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/certcrypto"
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -89,33 +87,4 @@ func Thumbprint(key crypto.Signer) (string, error) {
 	}
 
 	return base64.RawURLEncoding.EncodeToString(sum), nil
-}
-
-// register creates (or finds, for a known key) the account at the CA, agreeing to its
-// terms, and returns the account URL.
-func (c *Client) register(s *session, acct Account) (string, error) {
-	msg := acme.Account{TermsOfServiceAgreed: true, Contact: acct.Contact}
-	op := "acme: register account at " + c.dirURL
-
-	var (
-		ext acme.ExtendedAccount
-		err error
-	)
-
-	if acct.EAB == nil {
-		ext, err = s.core.Accounts.New(msg)
-	} else {
-		op += fmt.Sprintf(" with external account binding (kid %q)", acct.EAB.KID)
-		ext, err = s.core.Accounts.NewEAB(msg, acct.EAB.KID, acct.EAB.HMAC)
-	}
-
-	if err != nil {
-		return "", classify(op, err)
-	}
-
-	if ext.Location == "" {
-		return "", errors.New(op + ": the CA returned no account URL")
-	}
-
-	return ext.Location, nil
 }
