@@ -31,6 +31,12 @@ const namespace = "certfetch"
 // slower lands only in +Inf. 13 buckets keep each series cheap.
 var issuanceBuckets = []float64{1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 300, 600, 1800}
 
+// phaseBuckets are the upper bounds, in seconds, of the order phase histogram.
+// A phase of a healthy order takes milliseconds (new order, download) to a
+// few seconds (validation); finalize on a slow CA takes as long as the whole
+// order, so the top bounds follow issuanceBuckets.
+var phaseBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 1800}
+
 // Metrics records what the daemon does. It is safe for concurrent use.
 //
 // A nil *Metrics is valid: every method is then a no-op, so the daemon can
@@ -46,6 +52,10 @@ type Metrics struct {
 	failures    *prometheus.CounterVec
 	expiry      *prometheus.GaugeVec
 	lastSuccess *prometheus.GaugeVec
+	renewal     *prometheus.GaugeVec
+	inFlight    *prometheus.GaugeVec
+	timeout     *prometheus.GaugeVec
+	phases      *prometheus.HistogramVec
 }
 
 // New returns Metrics registered on a new private registry, along with the
@@ -79,6 +89,27 @@ func New() *Metrics {
 			Name:      "last_success_timestamp_seconds",
 			Help:      "Time of the last successful issuance, as a Unix timestamp in seconds, by configured certificate name.",
 		}, []string{"name"}),
+		renewal: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "certificate_renewal_timestamp_seconds",
+			Help:      "When the current certificate is due for renewal, as a Unix timestamp in seconds, by configured certificate name.",
+		}, []string{"name"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "orders_in_flight",
+			Help:      "Order attempts running now, by resolver.",
+		}, []string{"resolver"}),
+		timeout: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "order_timeout_seconds",
+			Help:      "The configured order deadline of one attempt, by resolver.",
+		}, []string{"resolver"}),
+		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "order_phase_duration_seconds",
+			Help:      "Time spent in one phase of an order attempt (new_order, authorization, finalize, download), by resolver and phase.",
+			Buckets:   phaseBuckets,
+		}, []string{"resolver", "phase"}),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -88,6 +119,10 @@ func New() *Metrics {
 		m.failures,
 		m.expiry,
 		m.lastSuccess,
+		m.renewal,
+		m.inFlight,
+		m.timeout,
+		m.phases,
 	)
 	return m
 }
@@ -114,7 +149,8 @@ func (m *Metrics) OrderPoll(resolver string) {
 
 // Failure counts one failed attempt, in
 // certfetch_failures_total{resolver,reason}. reason is a short fixed word:
-// rate_limited, unreachable, authorization, order_invalid, deadline or other.
+// rate_limited, unreachable, authorization, order_invalid, bad_certificate,
+// account, deadline, store, publish or other.
 func (m *Metrics) Failure(resolver, reason string) {
 	if m == nil {
 		return
@@ -139,15 +175,69 @@ func (m *Metrics) SetLastSuccess(name string, t time.Time) {
 	m.lastSuccess.WithLabelValues(name).Set(unixSeconds(t))
 }
 
-// DeleteCertificate removes the expiry and last success series of a
-// certificate dropped from the configuration, so that alerts on expiry stop
-// firing for it. Deleting an unknown name does nothing.
+// SetRenewal sets certfetch_certificate_renewal_timestamp_seconds{name} to
+// when the certificate is due for renewal.
+func (m *Metrics) SetRenewal(name string, renewAt time.Time) {
+	if m == nil {
+		return
+	}
+	m.renewal.WithLabelValues(name).Set(unixSeconds(renewAt))
+}
+
+// OrderStarted and OrderDone move certfetch_orders_in_flight{resolver}.
+func (m *Metrics) OrderStarted(resolver string) {
+	if m == nil {
+		return
+	}
+	m.inFlight.WithLabelValues(resolver).Inc()
+}
+
+// OrderDone: see OrderStarted.
+func (m *Metrics) OrderDone(resolver string) {
+	if m == nil {
+		return
+	}
+	m.inFlight.WithLabelValues(resolver).Dec()
+}
+
+// SetOrderTimeout sets certfetch_order_timeout_seconds{resolver}.
+func (m *Metrics) SetOrderTimeout(resolver string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.timeout.WithLabelValues(resolver).Set(d.Seconds())
+}
+
+// ObservePhase records one phase of an order in
+// certfetch_order_phase_duration_seconds{resolver,phase}; phase is one of
+// the acme.Phase* names.
+func (m *Metrics) ObservePhase(resolver, phase string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.phases.WithLabelValues(resolver, phase).Observe(d.Seconds())
+}
+
+// DeleteCertificate removes the series of a certificate dropped from the
+// configuration, so that alerts on expiry stop firing for it. Deleting an
+// unknown name does nothing.
 func (m *Metrics) DeleteCertificate(name string) {
 	if m == nil {
 		return
 	}
 	m.expiry.DeleteLabelValues(name)
 	m.lastSuccess.DeleteLabelValues(name)
+	m.renewal.DeleteLabelValues(name)
+}
+
+// DeleteResolver removes the series of a resolver dropped from the
+// configuration.
+func (m *Metrics) DeleteResolver(name string) {
+	if m == nil {
+		return
+	}
+	m.timeout.DeleteLabelValues(name)
+	m.inFlight.DeleteLabelValues(name)
 }
 
 // Handler returns the HTTP handler to serve: GET /metrics exposes the
