@@ -67,6 +67,10 @@ func newPebble(opts Options, dnsAddr string, logger *log.Logger) (*pebble, error
 			Description:    "6-day certificates",
 			ValidityPeriod: uint64(ShortLivedProfileValidity / time.Second),
 		},
+		MinuteProfile: {
+			Description:    "60-second certificates, for renewal tests",
+			ValidityPeriod: uint64(MinuteProfileValidity / time.Second),
+		},
 	}
 	authority := ca.New(logger, store, "", pebbleKeyAlgorithm, 0, pebbleChainLength, profiles)
 

@@ -20,9 +20,21 @@
 // 127.0.0.1:Options.HTTPPort whatever the domain. Bind your challenge
 // listener first (port 0), then pass its port: no free-port race.
 //
-// Profiles: the CA offers DefaultProfile (90-day certificates) and
-// ShortLivedProfile (6-day certificates). An order that names no profile gets
+// Profiles: the CA offers DefaultProfile (90-day certificates),
+// ShortLivedProfile (6-day certificates) and MinuteProfile (60-second
+// certificates, so that renewal tests need not fake the clock), all in the
+// directory's meta.profiles. An order that names no profile gets
 // DefaultProfile, deterministically (Pebble alone would pick one at random).
+// ARI (renewalInfo) answers Pebble's windows, except for certificates valid
+// an hour or less, such as MinuteProfile's: see shortARI.
+//
+// Faults a robust client must survive, switched at run time: SetUnavailable
+// (503), RateLimitNewOrders (429), ForgetOrder (404), ForgetAccount
+// (accountDoesNotExist), IssueForAnotherKey (a certificate whose key is not
+// the CSR's), KeepFailedChallengesPending (failed validations stay pending
+// with an error, as step-ca keeps them), SetRenewalWindow (ARI). HoldNext
+// stops a request of a given kind inside the CA, so that a test can kill the
+// client at a precise step of an order.
 package testca
 
 import (
@@ -77,8 +89,12 @@ func (m SlowMode) String() string {
 const (
 	DefaultProfile            = "default"
 	ShortLivedProfile         = "shortlived"
+	MinuteProfile             = "minute"
 	DefaultProfileValidity    = 90 * 24 * time.Hour // what public CAs issue today
 	ShortLivedProfileValidity = 6 * 24 * time.Hour  // like Let's Encrypt's "shortlived" (160 h)
+	// MinuteProfileValidity: NotAfter is NotBefore + 59 s (inclusive, RFC
+	// 5280), NotBefore is the moment of issuance (Pebble does not backdate).
+	MinuteProfileValidity = 60 * time.Second
 )
 
 // TLSRootFileName is the file WriteTLSRoot writes.
@@ -116,15 +132,18 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Stats counts requests the CA received, by kind. Requests counts every
-// request, including those answered by injected faults (503, 429, 404);
-// the other counters count requests to that kind of URL whatever the answer.
+// Stats counts requests the CA received, by kind (RequestKind). Requests
+// counts every request, including those answered by injected faults (503,
+// 429, 404, 400) and those held or dropped by HoldNext; the other counters
+// count POSTs to that kind of URL whatever the answer.
 type Stats struct {
+	NewAccounts   int // POST to newAccount (creations, look-ups, re-creations)
 	NewOrders     int // POST to newOrder
+	Challenges    int // POST to a challenge URL (validation requests and POST-as-GET)
 	Finalizes     int // POST to an order's finalize URL
-	OrderPolls    int // POST-as-GET to an order URL
-	AuthzPolls    int // POST-as-GET to an authorization URL
-	CertDownloads int // POST-as-GET to a certificate URL
+	OrderPolls    int // POST to an order URL
+	AuthzPolls    int // POST to an authorization URL
+	CertDownloads int // POST to a certificate URL
 	Requests      int // every request
 }
 
@@ -167,7 +186,7 @@ func Start(opts Options) (*CA, error) {
 		return nil, fmt.Errorf("start test CA: %w", err)
 	}
 
-	slow := newSlowHandler(p.handler, p.db, opts, logger)
+	slow := newSlowHandler(p, opts, logger)
 	server := httptest.NewUnstartedServer(slow)
 	server.TLS = serverCert
 	server.StartTLS()
@@ -218,7 +237,8 @@ func pebbleLogger(logger *slog.Logger) *log.Logger {
 }
 
 // Close stops the HTTPS and DNS servers. Requests held by Sync mode are
-// answered at once (with the order as it is) so Close does not wait for Delay.
+// answered at once (with the order as it is) so Close does not wait for
+// Delay; requests caught by HoldNext are released (processed and answered).
 // Pebble's VA keeps one idle goroutine per CA: Pebble offers no way to stop it.
 func (c *CA) Close() error {
 	c.slow.close()
@@ -289,10 +309,6 @@ func (c *CA) RateLimitNewOrders(n int, retryAfter time.Duration) {
 // serverInternal problem document) or back on. Orders keep their state.
 func (c *CA) SetUnavailable(down bool) { c.slow.faults.unavailable.Store(down) }
 
-// SetDelay changes Delay for orders finalized from now on; orders already
-// finalized keep the time they were promised.
-func (c *CA) SetDelay(d time.Duration) { c.slow.delay.Store(int64(d)) }
-
 // ForgetOrder makes the order URL (and its finalize URL) answer 404 with a
 // malformed problem document from now on, as if the CA had purged the order.
 // It returns an error if orderURL is not an order URL of this CA.
@@ -305,6 +321,90 @@ func (c *CA) ForgetOrder(orderURL string) error {
 	return nil
 }
 
+// IssueForAnotherKey makes the next n certificate downloads that Pebble
+// answers with a certificate return instead a certificate for the same
+// names, profile and validity period whose public key is a fresh key of the
+// same type, not the CSR's: a mis-issuing CA. The certificate is genuine
+// otherwise: Pebble issues it (to the order's account, for the order's
+// valid authorizations), its own intermediate signs it, the chain has the
+// same shape (leaf, then the intermediate), it verifies against
+// IssuerRootsPEM, and ARI knows it. Only a client that compares the leaf's
+// key with its own notices. The order still points to the genuine
+// certificate, which later downloads (after n) return. It replaces any
+// count still pending; n <= 0 turns the fault off.
+func (c *CA) IssueForAnotherKey(n int) { c.slow.faults.setMisissue(n) }
+
+// KeepFailedChallengesPending makes the CA treat failed HTTP-01 validations
+// as step-ca v0.30.2 does (see testservers.StartStepCA, which runs the real
+// one), for challenges whose validation is requested from now on.
+//
+// Imitated: a POST to a challenge URL validates before it is answered
+// (Pebble's VA runs, the wrapper waits for it), and the answer is the
+// challenge as it then is. If the key authorization could not be fetched
+// (connection refused, DNS failure, timeout, or an HTTP status other than
+// 200), the challenge and its authorization stay "pending", the order
+// stays "pending" without error, and the challenge's "error" is step-ca's
+// problem document: type urn:ietf:params:acme:error:connection, detail
+// "The server could not connect to validation target", no status. Pebble's
+// own detail (the dial error) goes to the log only. A new POST to the
+// challenge URL validates again; a success then makes the challenge and the
+// authorization valid as usual. No client sees the intermediate invalid
+// state Pebble's VA passes through: reads of orders, authorizations and
+// challenges wait while such a validation runs.
+//
+// Not imitated: a key authorization that was fetched but does not match
+// leaves the challenge and authorization "invalid" (step-ca does the same,
+// with problem type rejectedIdentifier where Pebble says unauthorized);
+// step-ca also validates again on a POST-as-GET to the challenge, Pebble
+// only on a POST with payload "{}"; step-ca's authorizations expire after
+// 24 h, Pebble's pending ones after 1 h; step-ca answers 200 for an HTTP
+// status of 2xx/3xx other than 200 as long as the body matches, Pebble
+// fails anything but 200. Off, Pebble's behaviour returns: a failed
+// validation makes the challenge, authorization and order invalid.
+func (c *CA) KeepFailedChallengesPending(on bool) { c.slow.faults.keepPending.Store(on) }
+
+// ForgetAccount makes the CA act as if it had lost the account: every
+// request signed with its kid (the account URL) gets HTTP 400 with problem
+// urn:ietf:params:acme:error:accountDoesNotExist, and a newAccount request
+// with its key and onlyReturnExisting gets the same, until a newAccount
+// request with its key and without onlyReturnExisting re-creates the account.
+// That request is answered 201 Created, as a creation, but with the same
+// account URL (Pebble never lost the account: a real CA would hand out a new
+// URL, and its orders would be gone, whereas here they survive) and without
+// asking for External Account Binding again. Requests signed with a JWK
+// (newAccount, revocation by certificate key) are not refused.
+// It returns an error if accountURL is not an account of this CA.
+func (c *CA) ForgetAccount(accountURL string) error {
+	id, err := accountIDFromURL(accountURL)
+	if err != nil {
+		return fmt.Errorf("forget account %s: %w", accountURL, err)
+	}
+	account := c.db.GetAccountByID(id)
+	if account == nil {
+		return fmt.Errorf("forget account %s: no account %q", accountURL, id)
+	}
+	thumbprint, err := jwkThumbprint(account.Key)
+	if err != nil {
+		return fmt.Errorf("forget account %s: %w", accountURL, err)
+	}
+	c.slow.faults.forgetAccount(id, thumbprint)
+	return nil
+}
+
+// HoldNext catches the next request of kind that arrives from now on (after
+// the requests earlier HoldNext calls for the same kind catch: they queue)
+// and holds it inside the CA until the test releases or drops it; see Hold.
+// Stats count a held request when it arrives. Close releases every hold.
+// It panics for a kind that is not one of the exported RequestKind values.
+func (c *CA) HoldNext(kind RequestKind) *Hold {
+	if kind <= otherRequest || kind >= numKinds {
+		panic(fmt.Sprintf("testca: HoldNext(%s): not a request kind", kind))
+	}
+	h := newHold(kind)
+	c.slow.holds.add(h)
+	return h
+}
+
 // SetRenewalWindow makes every successful ARI renewalInfo response report
 // the suggested window [start, end) for every certificate.
 func (c *CA) SetRenewalWindow(start, end time.Time) { c.slow.faults.setRenewalWindow(start, end) }
@@ -314,16 +414,24 @@ func (c *CA) ClearRenewalWindow() { c.slow.faults.clearRenewalWindow() }
 
 // counters are the request counters behind Stats.
 type counters struct {
-	newOrders, finalizes, orderPolls, authzPolls, certDownloads, requests atomic.Int64
+	byKind   [numKinds]atomic.Int64
+	requests atomic.Int64
+}
+
+func (s *counters) count(kind RequestKind) {
+	s.requests.Add(1)
+	s.byKind[kind].Add(1)
 }
 
 func (s *counters) snapshot() Stats {
 	return Stats{
-		NewOrders:     int(s.newOrders.Load()),
-		Finalizes:     int(s.finalizes.Load()),
-		OrderPolls:    int(s.orderPolls.Load()),
-		AuthzPolls:    int(s.authzPolls.Load()),
-		CertDownloads: int(s.certDownloads.Load()),
+		NewAccounts:   int(s.byKind[NewAccount].Load()),
+		NewOrders:     int(s.byKind[NewOrder].Load()),
+		Challenges:    int(s.byKind[Challenge].Load()),
+		Finalizes:     int(s.byKind[Finalize].Load()),
+		OrderPolls:    int(s.byKind[OrderPoll].Load()),
+		AuthzPolls:    int(s.byKind[AuthzPoll].Load()),
+		CertDownloads: int(s.byKind[CertDownload].Load()),
 		Requests:      int(s.requests.Load()),
 	}
 }
