@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -369,30 +370,37 @@ func keyLike(pub crypto.PublicKey) (crypto.Signer, error) {
 	}
 }
 
-// stepCAConnectionProblem is the problem document step-ca v0.30.2 stores on
-// an HTTP-01 challenge it could not fetch (dial error or HTTP status >= 400):
-// acme.NewError(ErrorConnectionType, ...) renders the type's fixed detail and
-// no status (see testservers.StartStepCA).
-func stepCAConnectionProblem() *acme.ProblemDetails {
-	return &acme.ProblemDetails{Type: problemConnection, Detail: "The server could not connect to validation target"}
-}
-
-// keptPending reports whether step-ca would keep a challenge pending after
-// Pebble's VA failed it with prob: step-ca does so when it cannot fetch the
-// key authorization (dial, DNS or timeout error: Pebble's "connection"
-// problem; HTTP status >= 400: Pebble's "Non-200 status code" unauthorized
-// problem) and marks the challenge invalid when the body does not match.
-func keptPending(prob *acme.ProblemDetails) bool {
-	if prob == nil {
-		return false
+// step-ca v0.30.2's problem documents for failed HTTP-01 validations
+// (acme/challenge.go http01Validate; see testservers.StartStepCA): the
+// fixed detail of the problem type, no "status" member.
+var (
+	// stepCAConnectionProblem: the key authorization could not be fetched
+	// (dial error, or HTTP status >= 400); the challenge stays pending.
+	stepCAConnectionProblem = acme.ProblemDetails{
+		Type: problemConnection, Detail: "The server could not connect to validation target",
 	}
-	switch prob.Type {
-	case problemConnection, problemDNS:
-		return true
-	case problemUnauthorized:
-		return strings.HasPrefix(prob.Detail, "Non-200 status code")
+	// stepCARejectedProblem: the body did not match the key authorization;
+	// the challenge is invalid, its authorization stays pending.
+	stepCARejectedProblem = acme.ProblemDetails{
+		Type: problemRejectedIdentifier, Detail: "The server will not issue certificates for the identifier",
+	}
+)
+
+// stepCAFailure returns what step-ca stores for a validation that Pebble's
+// VA failed with prob: the challenge's status and problem. ok is false for
+// failures this package does not map (Pebble's outcome stands).
+func stepCAFailure(prob *acme.ProblemDetails) (status string, stepProb acme.ProblemDetails, ok bool) {
+	if prob == nil {
+		return "", acme.ProblemDetails{}, false
+	}
+	switch {
+	case prob.Type == problemConnection, prob.Type == problemDNS,
+		prob.Type == problemUnauthorized && strings.HasPrefix(prob.Detail, "Non-200 status code"):
+		return acme.StatusPending, stepCAConnectionProblem, true
+	case prob.Type == problemUnauthorized && strings.HasPrefix(prob.Detail, "The key authorization file from the server did not match"):
+		return acme.StatusInvalid, stepCARejectedProblem, true
 	default:
-		return false
+		return "", acme.ProblemDetails{}, false
 	}
 }
 
@@ -400,26 +408,43 @@ func keptPending(prob *acme.ProblemDetails) bool {
 // out after 15 s (va.validationTimeout), plus a margin for a loaded machine.
 const validationWait = 30 * time.Second
 
-// validateKeepingPending passes a challenge POST (a request to validate) to
-// Pebble, waits until Pebble's VA has finished, and, if the validation
-// failed in a way step-ca keeps pending, turns the challenge and its
-// authorization back to pending, clears the order's error, and sets the
-// challenge's error to step-ca's problem document. It then answers with the
-// challenge as it is, as step-ca does after its synchronous validation.
+// validateLikeStepCA answers a POST to a challenge URL as step-ca does
+// (KeepFailedChallengesPending): Pebble checks the request; a pending
+// challenge is validated, by Pebble's VA, before the answer (a POST with
+// payload "{}" starts the validation in Pebble, a POST-as-GET has the
+// wrapper start it); the wrapper waits for the VA and maps a failure to
+// step-ca's states (settle); the answer is the challenge as it then is,
+// with 200 also for a challenge that is no longer pending (Pebble would
+// refuse to update it).
 //
 // While it runs, reads of orders, authorizations and challenges wait
-// (h.validations), so no client ever sees the intermediate invalid state.
-func (h *slowHandler) validateKeepingPending(w http.ResponseWriter, r *http.Request) {
+// (h.validations), so no client ever sees Pebble's intermediate states.
+func (h *slowHandler) validateLikeStepCA(w http.ResponseWriter, r *http.Request, jws jwsRequest) {
 	h.validations.begin()
 	defer h.validations.end()
 	rec := h.record(r)
 	chal := h.db.GetChallengeByID(strings.TrimPrefix(r.URL.Path, challengePath))
-	if rec.Code != http.StatusOK || chal == nil {
+	if chal == nil {
 		writeRecorded(w, rec, rec.Body.Bytes())
 		return
 	}
-	if err := h.settle(chal); err != nil {
-		h.logger.Error("test CA: KeepFailedChallengesPending", "challenge", chal.ID, "error", err)
+	validating := false
+	switch {
+	case rec.Code == http.StatusOK && !jws.postAsGet: // Pebble started the validation
+		validating = true
+	case rec.Code == http.StatusOK && jws.postAsGet:
+		validating = h.startValidation(chal, r.Host)
+	case rec.Code == http.StatusBadRequest && strings.Contains(rec.Body.String(), "Cannot update challenge with status"):
+		rec.Code = http.StatusOK // step-ca answers with the finished challenge
+		rec.Header().Set("Content-Type", "application/json")
+	default:
+		writeRecorded(w, rec, rec.Body.Bytes())
+		return
+	}
+	if validating {
+		if err := h.settle(chal); err != nil {
+			h.logger.Error("test CA: KeepFailedChallengesPending", "challenge", chal.ID, "error", err)
+		}
 	}
 	chal.RLock()
 	body, err := json.MarshalIndent(chal.Challenge, "", "   ")
@@ -431,8 +456,45 @@ func (h *slowHandler) validateKeepingPending(w http.ResponseWriter, r *http.Requ
 	writeRecorded(w, rec, body)
 }
 
-// settle waits for Pebble's VA to finish with chal and undoes a failure
-// step-ca would keep pending.
+// startValidation hands a pending challenge to Pebble's VA as Pebble's own
+// challenge POST does (wfe.updateChallenge), for a POST-as-GET that Pebble
+// has authenticated and answered. It does nothing, and returns false, for a
+// challenge that is not pending or whose authorization has expired.
+func (h *slowHandler) startValidation(chal *core.Challenge, host string) bool {
+	// Lock one at a time: Pebble's VA locks authorization, then challenge.
+	chal.RLock()
+	authz := chal.Authz
+	chal.RUnlock()
+	authz.RLock()
+	ident, order, expired := authz.Identifier, authz.Order, time.Now().After(authz.ExpiresDate)
+	authz.RUnlock()
+	if expired {
+		return false
+	}
+	chal.Lock()
+	pending := chal.Status == acme.StatusPending
+	if pending {
+		chal.Status = acme.StatusProcessing
+	}
+	chal.Unlock()
+	if !pending {
+		return false
+	}
+	order.RLock()
+	account := h.db.GetAccountByID(order.AccountID)
+	order.RUnlock()
+	wildcard := strings.HasPrefix(ident.Value, "*.")
+	ident.Value = strings.TrimPrefix(ident.Value, "*.")
+	accountURL := (&url.URL{Scheme: "https", Host: host, Path: acctPath + account.ID}).String()
+	h.va.ValidateChallenge(ident, chal, account, accountURL, wildcard)
+	return true
+}
+
+// settle waits for Pebble's VA to finish with chal and, for a failure
+// stepCAFailure maps, sets the challenge's status and problem to step-ca's
+// and undoes what step-ca does not do: the authorization turns pending
+// again, the order loses its error (and so reads pending). After a success
+// it clears the error an earlier attempt left, as step-ca does.
 func (h *slowHandler) settle(chal *core.Challenge) error {
 	if err := h.waitFor(validationWait, func() bool {
 		chal.RLock()
@@ -441,12 +503,19 @@ func (h *slowHandler) settle(chal *core.Challenge) error {
 	}); err != nil {
 		return fmt.Errorf("validation did not finish: %w", err)
 	}
-	chal.RLock()
+	chal.Lock()
 	failed := chal.Status == acme.StatusInvalid
 	prob := chal.Error
 	authz := chal.Authz
-	chal.RUnlock()
-	if !failed || !keptPending(prob) {
+	if chal.Status == acme.StatusValid {
+		chal.Error = nil // step-ca clears the last failure's error; Pebble keeps it
+	}
+	chal.Unlock()
+	if !failed {
+		return nil
+	}
+	status, stepProb, ok := stepCAFailure(prob)
+	if !ok {
 		return nil
 	}
 	order := authz.Order
@@ -459,19 +528,20 @@ func (h *slowHandler) settle(chal *core.Challenge) error {
 	}); err != nil {
 		return fmt.Errorf("order %s: Pebble's VA set no error: %w", order.ID, err)
 	}
-	// Lock order as Pebble's VA does: authorization, then challenge; the
-	// order on its own.
+	// Lock as Pebble's VA does: authorization, then challenge; the order on
+	// its own.
 	authz.Lock()
 	chal.Lock()
 	authz.Status = acme.StatusPending
-	chal.Status = acme.StatusPending
-	chal.Error = stepCAConnectionProblem()
+	chal.Status = status
+	chal.Error = &stepProb
+	chal.Validated, chal.ValidatedDate = "", time.Time{} // step-ca records only successes
 	chal.Unlock()
 	authz.Unlock()
 	order.Lock()
 	order.Error = nil
 	order.Unlock()
-	h.logger.Debug("test CA: failed challenge kept pending", "challenge", chal.ID, "pebble", prob.Detail)
+	h.logger.Debug("test CA: failed validation mapped to step-ca's", "challenge", chal.ID, "status", status, "pebble", prob.Detail)
 	return nil
 }
 

@@ -144,42 +144,53 @@ func TestIssueForAnotherKeyUncheckedByLego(t *testing.T) {
 	require.ErrorContains(t, err, "private key does not match public key")
 }
 
-func TestKeepFailedChallengesPending(t *testing.T) {
-	t.Parallel()
-	// stepCAError is what step-ca v0.30.2 stores (testservers.StartStepCA).
-	stepCAError := &acme.ProblemDetails{
+// step-ca v0.30.2's problem documents (testservers.StartStepCA).
+var (
+	stepCAConnection = &acme.ProblemDetails{
 		Type:   "urn:ietf:params:acme:error:connection",
 		Detail: "The server could not connect to validation target",
 	}
+	stepCARejected = &acme.ProblemDetails{
+		Type:   "urn:ietf:params:acme:error:rejectedIdentifier",
+		Detail: "The server will not issue certificates for the identifier",
+	}
+)
+
+func TestKeepFailedChallengesPending(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		desc string
 		keep bool
-		// target is what answers the CA's HTTP-01 request.
-		target       func(t *testing.T, s *http01Server, token string)
-		wantStatus   string // challenge and authorization after the POST
-		wantError    *acme.ProblemDetails
-		wantErrorTyp string // when wantError is nil: the error type Pebble stores
-		wantOrder    string
+		// target prepares what answers the CA's HTTP-01 requests.
+		target func(t *testing.T, s *http01Server, token string)
+		// want* are the states after the challenge POST.
+		wantChallenge, wantAuthz, wantOrder string
+		wantError                           *acme.ProblemDetails // nil: only wantErrorType is checked
+		wantErrorType                       string
 	}{
 		{
-			desc: "connection refused stays pending",
+			desc: "connection refused: all pending, step-ca's connection error",
 			keep: true, target: refuseConnections,
-			wantStatus: acme.StatusPending, wantError: stepCAError, wantOrder: acme.StatusPending,
+			wantChallenge: acme.StatusPending, wantAuthz: acme.StatusPending, wantOrder: acme.StatusPending,
+			wantError: stepCAConnection,
 		},
 		{
-			desc: "404 stays pending",
+			desc: "404: all pending, step-ca's connection error",
 			keep: true, target: func(*testing.T, *http01Server, string) {}, // the server knows no token
-			wantStatus: acme.StatusPending, wantError: stepCAError, wantOrder: acme.StatusPending,
+			wantChallenge: acme.StatusPending, wantAuthz: acme.StatusPending, wantOrder: acme.StatusPending,
+			wantError: stepCAConnection,
 		},
 		{
-			desc: "wrong key authorization is invalid, as in step-ca",
+			desc: "wrong key authorization: challenge invalid, authorization and order pending",
 			keep: true, target: wrongKeyAuthorization,
-			wantStatus: acme.StatusInvalid, wantErrorTyp: "urn:ietf:params:acme:error:unauthorized", wantOrder: acme.StatusInvalid,
+			wantChallenge: acme.StatusInvalid, wantAuthz: acme.StatusPending, wantOrder: acme.StatusPending,
+			wantError: stepCARejected,
 		},
 		{
-			desc: "off: connection refused is invalid, as in Pebble",
+			desc: "off: connection refused makes all invalid, as in Pebble",
 			keep: false, target: refuseConnections,
-			wantStatus: acme.StatusInvalid, wantErrorTyp: "urn:ietf:params:acme:error:connection", wantOrder: acme.StatusInvalid,
+			wantChallenge: acme.StatusInvalid, wantAuthz: acme.StatusInvalid, wantOrder: acme.StatusInvalid,
+			wantErrorType: "urn:ietf:params:acme:error:connection",
 		},
 	}
 	for _, tt := range tests {
@@ -189,36 +200,37 @@ func TestKeepFailedChallengesPending(t *testing.T) {
 			ca := startCA(t, testca.Options{HTTPPort: solver.port()})
 			ca.KeepFailedChallengesPending(tt.keep)
 			c := newAccountClient(t, ca)
-			const domain = "pending.example.test"
-			order, err := c.core.Orders.New([]string{domain})
+			order, err := c.core.Orders.New([]string{"pending.example.test"})
 			require.NoError(t, err)
-			authz, err := c.core.Authorizations.Get(order.Authorizations[0])
+			authzURL := order.Authorizations[0]
+			authz, err := c.core.Authorizations.Get(authzURL)
 			require.NoError(t, err)
 			chall := findChallenge(t, authz, string(challenge.HTTP01))
 			tt.target(t, solver, chall.Token)
 
 			answered, err := c.core.Challenges.New(chall.URL)
 			require.NoError(t, err)
-			if !tt.keep {
-				// Pebble answers "processing" and validates afterwards.
+			if tt.keep {
+				assert.Equal(t, tt.wantChallenge, answered.Status, "answered after the validation, as by step-ca")
+			} else {
+				assert.Equal(t, acme.StatusProcessing, answered.Status, "Pebble validates after answering")
 				require.Eventually(t, func() bool {
-					a, err := c.core.Authorizations.Get(order.Authorizations[0])
+					a, err := c.core.Authorizations.Get(authzURL)
 					return err == nil && a.Status != acme.StatusPending
 				}, 10*time.Second, pollInterval)
-			} else {
-				assert.Equal(t, tt.wantStatus, answered.Status, "the POST is answered after the validation, as by step-ca")
 			}
 
-			got, err := c.core.Authorizations.Get(order.Authorizations[0])
+			got, err := c.core.Authorizations.Get(authzURL)
 			require.NoError(t, err)
-			assert.Equal(t, tt.wantStatus, got.Status, "authorization")
+			assert.Equal(t, tt.wantAuthz, got.Status, "authorization")
 			gotChall := findChallenge(t, got, string(challenge.HTTP01))
-			assert.Equal(t, tt.wantStatus, gotChall.Status, "challenge")
+			assert.Equal(t, tt.wantChallenge, gotChall.Status, "challenge")
 			require.NotNil(t, gotChall.Error)
 			if tt.wantError != nil {
 				assert.Equal(t, tt.wantError, gotChall.Error)
+				assert.Equal(t, tt.wantError, answered.Error)
 			} else {
-				assert.Equal(t, tt.wantErrorTyp, gotChall.Error.Type)
+				assert.Equal(t, tt.wantErrorType, gotChall.Error.Type)
 			}
 			gotOrder, err := c.core.Orders.Get(order.Location)
 			require.NoError(t, err)
@@ -226,33 +238,62 @@ func TestKeepFailedChallengesPending(t *testing.T) {
 			if tt.wantOrder == acme.StatusPending {
 				assert.Nil(t, gotOrder.Error)
 			}
+			if tt.keep {
+				again, err := c.core.Challenges.New(chall.URL)
+				require.NoError(t, err, "step-ca answers every POST to a challenge with 200")
+				assert.Equal(t, tt.wantChallenge, again.Status)
+			}
 		})
 	}
 }
 
-// TestKeepFailedChallengesPendingRevalidates: a new POST to the challenge
-// validates again, and succeeds once the target answers.
+// vaFetches is how many requests Pebble's VA sends per HTTP-01 validation
+// (va.concurrentValidations).
+const vaFetches = 3
+
+// TestKeepFailedChallengesPendingRevalidates: every POST to the challenge
+// URL validates again, POST-as-GET included; polls do not; a validation
+// succeeds once the target answers.
 func TestKeepFailedChallengesPendingRevalidates(t *testing.T) {
 	t.Parallel()
-	solver := startHTTP01Server(t)
+	solver := startHTTP01Server(t) // knows no token yet: 404
 	ca := startCA(t, testca.Options{HTTPPort: solver.port()})
 	ca.KeepFailedChallengesPending(true)
 	c := newAccountClient(t, ca)
 	order, err := c.core.Orders.New([]string{"again.example.test"})
 	require.NoError(t, err)
-	authz, err := c.core.Authorizations.Get(order.Authorizations[0])
+	authzURL := order.Authorizations[0]
+	authz, err := c.core.Authorizations.Get(authzURL)
 	require.NoError(t, err)
 	chall := findChallenge(t, authz, string(challenge.HTTP01))
 
-	const failures = 3
-	for i := range failures {
-		answered, err := c.core.Challenges.New(chall.URL)
-		require.NoError(t, err, "attempt %d", i)
-		assert.Equal(t, acme.StatusPending, answered.Status)
-		require.NotNil(t, answered.Error)
-		assert.Equal(t, "The server could not connect to validation target", answered.Error.Detail)
+	requests := []struct {
+		desc         string
+		send         func() (acme.ExtendedChallenge, error)
+		wantValidate bool
+	}{
+		{desc: "POST", send: func() (acme.ExtendedChallenge, error) { return c.core.Challenges.New(chall.URL) }, wantValidate: true},
+		{desc: "POST-as-GET", send: func() (acme.ExtendedChallenge, error) { return c.core.Challenges.Get(chall.URL) }, wantValidate: true},
+		{desc: "authorization poll", send: func() (acme.ExtendedChallenge, error) {
+			a, err := c.core.Authorizations.Get(authzURL)
+			return acme.ExtendedChallenge{Challenge: findChallenge(t, a, string(challenge.HTTP01))}, err
+		}},
+		{desc: "order poll", send: func() (acme.ExtendedChallenge, error) {
+			_, err := c.core.Orders.Get(order.Location)
+			return acme.ExtendedChallenge{Challenge: acme.Challenge{Status: acme.StatusPending, Error: stepCAConnection}}, err
+		}},
 	}
-	assert.Zero(t, solver.servedCount())
+	for _, req := range requests {
+		before := solver.requestCount()
+		got, err := req.send()
+		require.NoError(t, err, req.desc)
+		assert.Equal(t, acme.StatusPending, got.Status, req.desc)
+		assert.Equal(t, stepCAConnection, got.Error, req.desc)
+		// Pebble's VA fetches from vaFetches goroutines and settles at the
+		// first failure: let the others arrive before counting.
+		require.Eventually(t, func() bool { return solver.requestCount()%vaFetches == 0 }, 10*time.Second, pollInterval)
+		assert.Equal(t, req.wantValidate, solver.requestCount() > before, "%s validates: %t", req.desc, req.wantValidate)
+	}
 
 	keyAuth, err := c.core.GetKeyAuthorization(chall.Token)
 	require.NoError(t, err)
@@ -260,12 +301,11 @@ func TestKeepFailedChallengesPendingRevalidates(t *testing.T) {
 	answered, err := c.core.Challenges.New(chall.URL)
 	require.NoError(t, err)
 	assert.Equal(t, acme.StatusValid, answered.Status)
-	assert.Positive(t, solver.servedCount(), "Pebble's VA fetched the key authorization (three times: it validates from 3 goroutines)")
-
+	assert.Nil(t, answered.Error, "a success clears the error")
 	got, err := c.core.Orders.Get(order.Location)
 	require.NoError(t, err)
 	assert.Equal(t, acme.StatusReady, got.Status)
-	assert.Equal(t, failures+1, ca.Stats().Challenges)
+	assert.Equal(t, 3, ca.Stats().Challenges)
 }
 
 func TestForgetAccount(t *testing.T) {

@@ -247,6 +247,7 @@ type http01Server struct {
 	mu       sync.Mutex
 	keyAuths map[string]string // token -> key authorization
 	served   int               // key authorizations served
+	requests int               // every request
 }
 
 func startHTTP01Server(t *testing.T) *http01Server {
@@ -261,6 +262,12 @@ func startHTTP01Server(t *testing.T) *http01Server {
 }
 
 func (s *http01Server) port() int { return s.listener.Addr().(*net.TCPAddr).Port }
+
+func (s *http01Server) requestCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
 
 func (s *http01Server) servedCount() int {
 	s.mu.Lock()
@@ -285,6 +292,7 @@ func (s *http01Server) CleanUp(_, token, _ string) error {
 func (s *http01Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	token, ok := strings.CutPrefix(r.URL.Path, "/.well-known/acme-challenge/")
 	s.mu.Lock()
+	s.requests++
 	keyAuth, known := s.keyAuths[token]
 	if ok && known {
 		s.served++

@@ -21,6 +21,7 @@ import (
 	"github.com/letsencrypt/pebble/v2/acme"
 	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
+	"github.com/letsencrypt/pebble/v2/va"
 )
 
 // Pebble v2.10.3's endpoint paths (unexported constants in its wfe package).
@@ -48,6 +49,7 @@ const (
 	problemConnection          = "urn:ietf:params:acme:error:connection"
 	problemDNS                 = "urn:ietf:params:acme:error:dns"
 	problemUnauthorized        = "urn:ietf:params:acme:error:unauthorized"
+	problemRejectedIdentifier  = "urn:ietf:params:acme:error:rejectedIdentifier"
 )
 
 // maxRequestBody bounds the request bodies the wrapper reads (a JWS with a
@@ -61,6 +63,7 @@ type slowHandler struct {
 	pebble     http.Handler
 	db         *db.MemoryStore
 	ca         *ca.CAImpl
+	va         *va.VAImpl
 	mode       SlowMode
 	retryAfter time.Duration
 	delay      time.Duration
@@ -85,6 +88,7 @@ func newSlowHandler(p *pebble, opts Options, logger *slog.Logger) *slowHandler {
 		pebble:     p.handler,
 		db:         p.db,
 		ca:         p.ca,
+		va:         p.va,
 		mode:       opts.Mode,
 		retryAfter: opts.RetryAfter,
 		delay:      opts.Delay,
@@ -155,8 +159,8 @@ func (h *slowHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.newOrder(w, r, jws)
 	case Challenge:
-		if !jws.postAsGet && h.faults.keepPending.Load() {
-			h.validateKeepingPending(w, r)
+		if h.faults.keepPending.Load() {
+			h.validateLikeStepCA(w, r, jws)
 			return
 		}
 		h.validations.wait(h.closing)

@@ -15,8 +15,8 @@
 // leak into the CA, and the CA's settings do not leak out of Start. Code that
 // reads those variables concurrently with Start may see the temporary values.
 //
-// Pebble's validation authority resolves every name through a DNS server of
-// this package that answers 127.0.0.1, so HTTP-01 validation dials
+// Pebble's validation authority resolves every name through a DNS server
+// (package loopbackdns) that answers 127.0.0.1, so HTTP-01 validation dials
 // 127.0.0.1:Options.HTTPPort whatever the domain. Bind your challenge
 // listener first (port 0), then pass its port: no free-port race.
 //
@@ -52,6 +52,8 @@ import (
 
 	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
+
+	"github.com/certfetch/certfetch/internal/testkit/loopbackdns"
 )
 
 // SlowMode selects how the CA behaves after a successful finalize.
@@ -152,7 +154,7 @@ type Stats struct {
 // return.
 type CA struct {
 	server  *httptest.Server
-	dns     *loopbackDNS
+	dns     *loopbackdns.Server
 	pebble  *ca.CAImpl
 	db      *db.MemoryStore
 	tlsRoot []byte
@@ -176,7 +178,7 @@ func Start(opts Options) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start test CA: %w", err)
 	}
-	dnsServer, err := startLoopbackDNS()
+	dnsServer, err := loopbackdns.Start()
 	if err != nil {
 		return nil, fmt.Errorf("start test CA: %w", err)
 	}
@@ -334,33 +336,46 @@ func (c *CA) ForgetOrder(orderURL string) error {
 // count still pending; n <= 0 turns the fault off.
 func (c *CA) IssueForAnotherKey(n int) { c.slow.faults.setMisissue(n) }
 
-// KeepFailedChallengesPending makes the CA treat failed HTTP-01 validations
-// as step-ca v0.30.2 does (see testservers.StartStepCA, which runs the real
-// one), for challenges whose validation is requested from now on.
+// KeepFailedChallengesPending makes the CA answer challenge requests and
+// record failed HTTP-01 validations as step-ca v0.30.2 does (observed with
+// the real one: testservers.StartStepCA), from the next challenge request
+// on; off, Pebble's behaviour returns for the next ones.
 //
-// Imitated: a POST to a challenge URL validates before it is answered
-// (Pebble's VA runs, the wrapper waits for it), and the answer is the
-// challenge as it then is. If the key authorization could not be fetched
-// (connection refused, DNS failure, timeout, or an HTTP status other than
-// 200), the challenge and its authorization stay "pending", the order
-// stays "pending" without error, and the challenge's "error" is step-ca's
-// problem document: type urn:ietf:params:acme:error:connection, detail
-// "The server could not connect to validation target", no status. Pebble's
-// own detail (the dial error) goes to the log only. A new POST to the
-// challenge URL validates again; a success then makes the challenge and the
-// authorization valid as usual. No client sees the intermediate invalid
-// state Pebble's VA passes through: reads of orders, authorizations and
+// Imitated:
+//   - Every POST to a pending challenge's URL validates before it is
+//     answered, a POST-as-GET included (Pebble's VA fetches the key
+//     authorization; the wrapper waits for it), and the answer is 200 with
+//     the challenge as it then is, for a challenge that is no longer
+//     pending too (Pebble would answer 400 malformed).
+//   - Key authorization not fetched (connection refused, DNS failure,
+//     timeout, any HTTP status but 200): challenge, authorization and order
+//     stay "pending", the order without "error", and the challenge's
+//     "error" is step-ca's document, type
+//     urn:ietf:params:acme:error:connection, detail "The server could not
+//     connect to validation target", no "status" member. Pebble's own
+//     detail (the dial error) goes only to the log.
+//   - Key authorization fetched but wrong: the challenge is "invalid" with
+//     type urn:ietf:params:acme:error:rejectedIdentifier, detail "The server
+//     will not issue certificates for the identifier"; the authorization
+//     and the order stay "pending" (step-ca never turns an authorization
+//     invalid before it expires).
+//   - A later successful validation makes the challenge "valid" without
+//     "error", the authorization "valid" and the order "ready".
+//   - Polling an authorization or an order never validates.
+//
+// No client sees Pebble's intermediate states ("processing", or "invalid"
+// before the wrapper maps it): reads of orders, authorizations and
 // challenges wait while such a validation runs.
 //
-// Not imitated: a key authorization that was fetched but does not match
-// leaves the challenge and authorization "invalid" (step-ca does the same,
-// with problem type rejectedIdentifier where Pebble says unauthorized);
-// step-ca also validates again on a POST-as-GET to the challenge, Pebble
-// only on a POST with payload "{}"; step-ca's authorizations expire after
-// 24 h, Pebble's pending ones after 1 h; step-ca answers 200 for an HTTP
-// status of 2xx/3xx other than 200 as long as the body matches, Pebble
-// fails anything but 200. Off, Pebble's behaviour returns: a failed
-// validation makes the challenge, authorization and order invalid.
+// Not imitated: expiry (step-ca's orders and authorizations expire 24 h
+// after the order, Pebble's pending authorizations after 1 h, which a
+// failed validation does not extend); step-ca's HTTP-01 request (one GET
+// that follows redirects and accepts any status below 400 whose body
+// matches, where Pebble's VA sends three GETs and wants 200); the
+// authorization's challenge list (step-ca offers http-01, dns-01 and
+// tls-alpn-01 with one token; Pebble its own set); problems Pebble reports
+// for other reasons (malformed URL, errors reading the body) keep Pebble's
+// behaviour: all invalid.
 func (c *CA) KeepFailedChallengesPending(on bool) { c.slow.faults.keepPending.Store(on) }
 
 // ForgetAccount makes the CA act as if it had lost the account: every
