@@ -590,14 +590,14 @@ func (r *run) awaitAuthz(p pendingAuthz) error {
 			return authzError(p.domain, authz, nil)
 		}
 
-		failed := failedChallenge(authz, p.chalURL)
+		failed, final := failedChallenge(authz, p.chalURL)
 		if failed == nil {
 			r.log.Info("waiting for the CA to validate", "domain", p.domain)
 
 			continue
 		}
 
-		if retries == maxChallengeRetries {
+		if final || retries == maxChallengeRetries {
 			r.deactivate(p)
 
 			return authzError(p.domain, authz, failed)
@@ -614,17 +614,18 @@ func (r *run) awaitAuthz(p pendingAuthz) error {
 }
 
 // failedChallenge returns the error of the authorization's challenge at chalURL when the
-// CA reports its validation failed but did not invalidate it (RFC 8555 §8.2: the error is
-// added after each failed validation; a challenge still "processing" is being retried by
-// the CA itself and is waited for).
-func failedChallenge(authz legoacme.Authorization, chalURL string) *legoacme.ProblemDetails {
+// CA reports a failed validation but keeps the authorization pending (RFC 8555 §8.2: the
+// error is added after each failed validation). final is true when the challenge itself
+// is invalid (step-ca does that for a wrong key authorization): asking again cannot help.
+// A challenge still "processing" is being retried by the CA itself and is waited for.
+func failedChallenge(authz legoacme.Authorization, chalURL string) (problem *legoacme.ProblemDetails, final bool) {
 	for _, ch := range authz.Challenges {
 		if ch.URL == chalURL && ch.Error != nil && ch.Status != legoacme.StatusProcessing && ch.Status != legoacme.StatusValid {
-			return ch.Error
+			return ch.Error, ch.Status == legoacme.StatusInvalid
 		}
 	}
 
-	return nil
+	return nil, false
 }
 
 // deactivate gives up an authorization (RFC 8555 §7.5.2), so that the CA does not keep a

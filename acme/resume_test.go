@@ -32,18 +32,42 @@ func (j *crashJournal) Delete(ctx context.Context, key string) error {
 }
 
 // switchSolver publishes through next unless muted, in which case the CA's validator
-// finds nothing.
+// finds nothing; unmute publishes what was presented while muted (a route fixed late).
 type switchSolver struct {
 	next  challenge.Provider
 	muted atomic.Bool
+
+	mu      sync.Mutex
+	skipped [][3]string
 }
 
 func (s *switchSolver) Present(domain, token, keyAuth string) error {
 	if s.muted.Load() {
+		s.mu.Lock()
+		s.skipped = append(s.skipped, [3]string{domain, token, keyAuth})
+		s.mu.Unlock()
+
 		return nil
 	}
 
 	return s.next.Present(domain, token, keyAuth)
+}
+
+func (s *switchSolver) unmute() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	s.muted.Store(false)
+
+	for _, p := range s.skipped {
+		if err := s.next.Present(p[0], p[1], p[2]); err != nil {
+			return err
+		}
+	}
+
+	s.skipped = nil
+
+	return nil
 }
 
 func (s *switchSolver) CleanUp(domain, token, keyAuth string) error {
