@@ -2,6 +2,9 @@ package acme
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"encoding/base64"
 	"fmt"
 
@@ -87,4 +90,33 @@ func Thumbprint(key crypto.Signer) (string, error) {
 	}
 
 	return base64.RawURLEncoding.EncodeToString(sum), nil
+}
+
+// KeyTypeOf returns the KeyType of the PEM private key keyPEM.
+func KeyTypeOf(keyPEM []byte) (KeyType, error) {
+	key, err := ParseKey(keyPEM)
+	if err != nil {
+		return "", err
+	}
+
+	switch k := key.Public().(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return EC256, nil
+		case elliptic.P384():
+			return EC384, nil
+		}
+	case *rsa.PublicKey:
+		switch k.N.BitLen() {
+		case 2048:
+			return RSA2048, nil
+		case 3072:
+			return RSA3072, nil
+		case 4096:
+			return RSA4096, nil
+		}
+	}
+
+	return "", fmt.Errorf("acme: key type of %T: %w", key.Public(), errUnknownKeyType)
 }

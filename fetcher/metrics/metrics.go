@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/certfetch/certfetch/internal/buildinfo"
 )
 
 const namespace = "certfetch"
@@ -59,7 +61,8 @@ type Metrics struct {
 }
 
 // New returns Metrics registered on a new private registry, along with the
-// Go runtime and process collectors.
+// Go runtime and process collectors and certfetch_build_info, which
+// describes the running binary (see newBuildInfo).
 func New() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
@@ -123,8 +126,27 @@ func New() *Metrics {
 		m.inFlight,
 		m.timeout,
 		m.phases,
+		newBuildInfo(buildinfo.Read()),
 	)
 	return m
+}
+
+// newBuildInfo is certfetch_build_info{version,revision,goversion}, the
+// Prometheus convention for describing a binary: one series whose value is
+// always 1 and whose labels say what runs, so that dashboards and alerts can
+// join on them (e.g. `* on(instance) group_left(version) certfetch_build_info`)
+// and a rollout shows as the labels changing. version is the module version
+// ("(devel)" for go run), revision the commit with "+dirty" for uncommitted
+// changes ("unknown" without VCS data), goversion the toolchain, all as
+// internal/buildinfo reads them from the binary.
+func newBuildInfo(info buildinfo.Info) prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace,
+		Name:      "build_info",
+		Help:      "Always 1; the labels describe the running certfetch binary: module version, VCS revision (+dirty for uncommitted changes) and Go version.",
+	}, []string{"version", "revision", "goversion"})
+	g.WithLabelValues(info.Version, info.RevisionLabel(), info.GoVersion).Set(1)
+	return g
 }
 
 // ObserveIssuance records how long an order took, in

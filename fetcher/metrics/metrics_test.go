@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -16,9 +17,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/certfetch/certfetch/fetcher/metrics"
+	"github.com/certfetch/certfetch/internal/buildinfo"
 )
 
-// certfetchNames are all the metric families the package defines.
+// certfetchNames are the metric families that record what the daemon does
+// (certfetch_build_info, set from the start, is tested on its own).
 var certfetchNames = []string{
 	"certfetch_issuance_duration_seconds",
 	"certfetch_order_polls_total",
@@ -404,4 +407,30 @@ func TestNilMetricsIsNoOp(t *testing.T) {
 		m.DeleteResolver("internal")
 		assert.NotNil(t, m.Handler())
 	})
+}
+
+// TestBuildInfo: certfetch_build_info is exposed from the start with value 1
+// and the running binary's version, revision and Go version as labels.
+func TestBuildInfo(t *testing.T) {
+	t.Parallel()
+	resp, err := http.Get(serveMetrics(t, metrics.New()))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	require.NoError(t, err)
+	family, ok := families["certfetch_build_info"]
+	require.True(t, ok, "certfetch_build_info is exposed")
+	require.Len(t, family.GetMetric(), 1)
+	info := buildinfo.Read()
+	labels := map[string]string{}
+	for _, l := range family.GetMetric()[0].GetLabel() {
+		labels[l.GetName()] = l.GetValue()
+	}
+	assert.Equal(t, map[string]string{
+		"version":   info.Version,
+		"revision":  info.RevisionLabel(),
+		"goversion": runtime.Version(),
+	}, labels)
+	assert.Equal(t, 1.0, family.GetMetric()[0].GetGauge().GetValue())
 }
