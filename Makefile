@@ -4,12 +4,19 @@ GO       ?= go
 YAEGI    := $(GO) run github.com/traefik/yaegi/cmd/yaegi@v0.16.1
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
-.PHONY: test test-go test-yaegi test-plugin-loader test-e2e lint bench fuzz
+.PHONY: test test-deps test-go test-yaegi test-plugin-loader test-e2e lint bench fuzz
 
 ## test: every test: the module, the plugin under `yaegi test`, and the nested
 ## module that loads the plugin the way Traefik and the plugin catalog do,
-## and the end-to-end suite against a real Traefik (test-e2e).
-test: lint test-go test-yaegi test-plugin-loader test-e2e
+## and the end-to-end suite against a real Traefik (test-e2e). test-deps
+## comes first. On a machine without make, run scripts/test.
+test: test-deps lint test-go test-yaegi test-plugin-loader test-e2e
+
+## test-deps: installs the Debian packages the tests need when they are
+## missing, or prints the command that does and fails (scripts/test-deps;
+## add a package there, one line).
+test-deps:
+	@scripts/test-deps
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -17,8 +24,22 @@ lint:
 	$(GO) vet ./...
 	cd test/yaegi && $(GO) vet ./...
 
-test-go:
-	$(GO) test ./...
+## step-ca: Smallstep's ACME CA, built from test/stepca (a nested module, so
+## the root go.mod never requires smallstep) with CGO_ENABLED=0: the cgo build
+## needs libpcsclite for YubiKey support, which tests do not use. Rebuilt only
+## when missing or when test/stepca/go.mod names another version;
+## STEPCA_BIN=/path/to/step-ca uses an existing binary instead.
+STEPCA_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/smallstep/certificates" { print $$3 } \
+  $$1 == "github.com/smallstep/certificates" { print $$2 }' test/stepca/go.mod)
+STEPCA_CACHE   ?= $(abspath $(shell $(GO) env GOCACHE)/../certfetch-stepca)
+STEPCA_BIN     ?= $(STEPCA_CACHE)/step-ca-$(STEPCA_VERSION)
+
+## test-go: the module's tests. The step-ca harness
+## (internal/testkit/testservers.StartStepCA) needs a real step-ca: it is built
+## once from the Go module proxy by the nested module test/stepca and cached
+## outside the tree, like Traefik below.
+test-go: $(STEPCA_BIN)
+	STEPCA_BIN=$(STEPCA_BIN) $(GO) test ./...
 
 ## test-yaegi: the plugin's own tests, interpreted (Go 1.21 semantics).
 test-yaegi:
@@ -47,6 +68,14 @@ $(TRAEFIK_BIN):
 	cd test/traefik && $(GO) build -trimpath \
 	  -ldflags "-X github.com/traefik/traefik/v3/pkg/version.Version=$(TRAEFIK_VERSION)" \
 	  -o $@.tmp github.com/traefik/traefik/v3/cmd/traefik
+	mv $@.tmp $@
+
+$(STEPCA_BIN):
+	@test -n "$(STEPCA_VERSION)" || { echo "no github.com/smallstep/certificates version in test/stepca/go.mod"; exit 1; }
+	mkdir -p $(dir $@)
+	cd test/stepca && CGO_ENABLED=0 $(GO) build -trimpath \
+	  -ldflags "-X main.Version=$(STEPCA_VERSION)" \
+	  -o $@.tmp github.com/smallstep/certificates/cmd/step-ca
 	mv $@.tmp $@
 
 ## bench: interpreted versus compiled middleware, compared with benchstat.

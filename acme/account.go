@@ -2,11 +2,12 @@ package acme
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"encoding/base64"
-	"errors"
 	"fmt"
 
-	"github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/certcrypto"
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -91,31 +92,31 @@ func Thumbprint(key crypto.Signer) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(sum), nil
 }
 
-// register creates (or finds, for a known key) the account at the CA, agreeing to its
-// terms, and returns the account URL.
-func (c *Client) register(s *session, acct Account) (string, error) {
-	msg := acme.Account{TermsOfServiceAgreed: true, Contact: acct.Contact}
-	op := "acme: register account at " + c.dirURL
-
-	var (
-		ext acme.ExtendedAccount
-		err error
-	)
-
-	if acct.EAB == nil {
-		ext, err = s.core.Accounts.New(msg)
-	} else {
-		op += fmt.Sprintf(" with external account binding (kid %q)", acct.EAB.KID)
-		ext, err = s.core.Accounts.NewEAB(msg, acct.EAB.KID, acct.EAB.HMAC)
-	}
-
+// KeyTypeOf returns the KeyType of the PEM private key keyPEM.
+func KeyTypeOf(keyPEM []byte) (KeyType, error) {
+	key, err := ParseKey(keyPEM)
 	if err != nil {
-		return "", classify(op, err)
+		return "", err
 	}
 
-	if ext.Location == "" {
-		return "", errors.New(op + ": the CA returned no account URL")
+	switch k := key.Public().(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return EC256, nil
+		case elliptic.P384():
+			return EC384, nil
+		}
+	case *rsa.PublicKey:
+		switch k.N.BitLen() {
+		case 2048:
+			return RSA2048, nil
+		case 3072:
+			return RSA3072, nil
+		case 4096:
+			return RSA4096, nil
+		}
 	}
 
-	return ext.Location, nil
+	return "", fmt.Errorf("acme: key type of %T: %w", key.Public(), errUnknownKeyType)
 }

@@ -235,16 +235,16 @@ func TestRenewal(t *testing.T) {
 
 	info, err := c.RenewalInfo(ctx, first.ChainPEM)
 	require.NoError(t, err)
-	assert.True(t, info.SuggestedWindow.Start.Before(info.SuggestedWindow.End))
-	assert.True(t, info.SuggestedWindow.End.Before(first.Leaf.NotAfter))
+	assert.True(t, info.Start.Before(info.End))
+	assert.True(t, info.End.Before(first.Leaf.NotAfter))
 
 	start := time.Now().Add(time.Hour).Truncate(time.Second)
 	s.ca.SetRenewalWindow(start, start.Add(time.Hour))
 
 	info, err = c.RenewalInfo(ctx, first.ChainPEM)
 	require.NoError(t, err)
-	assert.WithinDuration(t, start, info.SuggestedWindow.Start, time.Second)
-	assert.WithinDuration(t, start.Add(time.Hour), info.SuggestedWindow.End, time.Second)
+	assert.WithinDuration(t, start, info.Start, time.Second)
+	assert.WithinDuration(t, start.Add(time.Hour), info.End, time.Second)
 
 	req.Replaces, err = acme.ARICertID(first.ChainPEM)
 	require.NoError(t, err)

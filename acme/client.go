@@ -6,7 +6,11 @@
 // allows, and an order outlives the attempt that created it. A Journal records each order
 // before any step after new-order; when the deadline passes, Obtain returns
 // *OrderPendingError and the next Obtain for the same Request resumes the order where the
-// CA is, instead of creating another one.
+// CA is, instead of creating another one. The journal keeps the order, and then the
+// certificate it produced, until the caller says it has stored that certificate
+// (Collected): nothing the CA issued is ever dropped.
+//
+// No lego type appears in this package's API, so that a move to lego v5 stays inside it.
 //
 // Limits: lego retries a badNonce answer itself, pausing up to 5 s between tries without
 // seeing the context, so an attempt can end up to one such pause after its deadline.
@@ -25,10 +29,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
-	"strings"
+	"sync"
 	"time"
 
+	legoacme "github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/acme/api"
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
@@ -40,17 +44,29 @@ import (
 // far above what any CA we know needs, and an expired attempt loses nothing (it resumes).
 const defaultOrderTimeout = 10 * time.Minute
 
+// Order phases reported to Config.OnPhase.
+const (
+	PhaseNewOrder      = "new_order"     // the newOrder request
+	PhaseAuthorization = "authorization" // publishing challenges until every authorization is valid
+	PhaseFinalize      = "finalize"      // from the finalize request until the order is valid
+	PhaseDownload      = "download"      // fetching and checking the certificate
+)
+
 // Config configures a Client.
 type Config struct {
 	// DirectoryURL of the CA; required, https.
 	DirectoryURL string
 	// Account to act for; Account.Key is required.
 	Account Account
-	// HTTPClient's Transport carries the requests (nil: NewHTTPClient with system roots).
-	// Only the Transport is used: the Client applies Timeouts per request itself.
-	HTTPClient *http.Client
+	// Transport carries the requests (nil: NewTransport with the system roots). The Client
+	// applies Timeouts per request itself.
+	Transport http.RoundTripper
 	// Timeouts per request; zero fields take the defaults.
 	Timeouts Timeouts
+	// RequestsPerSecond limits the requests this Client sends to the CA, over all its
+	// attempts together, so that a large fleet cannot flood a CA; 0: no limit. Answers the
+	// Client gives from its cache (the directory, pooled nonces) do not count.
+	RequestsPerSecond float64
 	// Journal keeps live orders across attempts (nil: a MemoryJournal).
 	Journal Journal
 	// Solver publishes challenges; required. It is lego's challenge.Provider, so lego's
@@ -64,10 +80,15 @@ type Config struct {
 	UserAgent string
 	// Logger for progress; nil discards. Keys and EAB secrets are never logged.
 	Logger *slog.Logger
-	// OnOrderPoll, when set, is called after every read of an order's status
-	// (for metrics). It runs on the Obtain goroutine: it must be quick and
-	// safe for concurrent use.
-	OnOrderPoll func()
+	// OnOrderPoll, when set, is called after every read of an order's status (for
+	// metrics). OnPhase, when set, is called when a phase of an order completes, with its
+	// duration in this attempt. OnAccountURL, when set, is called with the new account URL
+	// after the Client registered its key again because the CA had forgotten the account
+	// (store it: it replaces Account.URL). They run on the Obtain goroutine: they must be
+	// quick and safe for concurrent use.
+	OnOrderPoll  func()
+	OnPhase      func(phase string, d time.Duration)
+	OnAccountURL func(url string)
 }
 
 // Client obtains certificates from one CA for one account. It is safe for concurrent use:
@@ -78,8 +99,8 @@ type Client struct {
 	userAgent    string
 	transport    http.RoundTripper
 	timeouts     Timeouts
-	key          crypto.Signer
-	accountURL   string
+	cache        *caCache
+	account      Account
 	thumbprint   string
 	journal      Journal
 	solver       challenge.Provider
@@ -87,7 +108,12 @@ type Client struct {
 	orderTimeout time.Duration
 	log          *slog.Logger
 	onOrderPoll  func()
+	onPhase      func(string, time.Duration)
+	onAccountURL func(string)
 	locks        keyLocks
+
+	mu         sync.Mutex
+	accountURL string
 }
 
 // Certificate is an issued certificate with its private key.
@@ -103,20 +129,23 @@ type Certificate struct {
 	// URL of the certificate at the CA, and OrderURL of the order that issued it.
 	URL      string
 	OrderURL string
+	// RequestKey is Request.Key() of the request it was obtained for (see Collected).
+	RequestKey string
 }
 
 // session is one operation's view of the CA: a lego Core bound to the operation's context
-// through an exchange. A Core per operation costs one directory GET, and is what lets
-// context-free lego calls be cancelled by that operation's context alone.
+// through an exchange. The Core's directory read and first nonce usually come from the
+// Client's cache; a Core per operation is what lets context-free lego calls be cancelled
+// by that operation's context alone.
 type session struct {
 	ex   *exchange
 	core *api.Core
 }
 
 func (c *Client) newSession(ctx context.Context, kid string) (*session, error) {
-	ex := newExchange(ctx, c.transport, c.timeouts)
+	ex := newExchange(ctx, c.transport, c.timeouts, c.cache)
 
-	core, err := api.New(ex.client(), c.userAgent, c.dirURL, kid, c.key)
+	core, err := api.New(ex.client(), c.userAgent, c.dirURL, kid, c.account.Key)
 	if err != nil {
 		return nil, classify("acme: read directory "+c.dirURL, err)
 	}
@@ -144,8 +173,10 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{
 		dirURL:       cfg.DirectoryURL,
 		userAgent:    cmp.Or(cfg.UserAgent, "certfetch"),
+		transport:    cfg.Transport,
 		timeouts:     cfg.Timeouts,
-		key:          cfg.Account.Key,
+		cache:        newCACache(cfg.DirectoryURL, cfg.RequestsPerSecond),
+		account:      cfg.Account,
 		accountURL:   cfg.Account.URL,
 		thumbprint:   tp,
 		journal:      cfg.Journal,
@@ -154,6 +185,8 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 		orderTimeout: orDefault(cfg.OrderTimeout, defaultOrderTimeout),
 		log:          cfg.Logger,
 		onOrderPoll:  cfg.OnOrderPoll,
+		onPhase:      cfg.OnPhase,
+		onAccountURL: cfg.OnAccountURL,
 	}
 
 	if c.journal == nil {
@@ -164,27 +197,17 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 
-	if cfg.HTTPClient == nil {
-		hc, err := NewHTTPClient(HTTPOptions{})
-		if err != nil {
+	if c.transport == nil {
+		if c.transport, err = NewTransport(TransportOptions{}); err != nil {
 			return nil, err
 		}
-
-		cfg.HTTPClient = hc
 	}
-
-	c.transport = cfg.HTTPClient.Transport
 
 	if c.accountURL != "" {
 		return c, nil
 	}
 
-	s, err := c.newSession(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-
-	if c.accountURL, err = c.register(s, cfg.Account); err != nil {
+	if c.accountURL, err = c.register(ctx); err != nil {
 		return nil, err
 	}
 
@@ -194,7 +217,12 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 }
 
 // AccountURL returns the account's URL at the CA.
-func (c *Client) AccountURL() string { return c.accountURL }
+func (c *Client) AccountURL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	return c.accountURL
+}
 
 // Thumbprint returns base64url(SHA-256 JWK thumbprint, RFC 7638) of the account key: what
 // the plugin's stateless (thumbprint) mode appends to a token to answer HTTP-01.
@@ -203,15 +231,22 @@ func (c *Client) Thumbprint() string { return c.thumbprint }
 // Obtain gets a certificate for req. ctx carries the order deadline (without one,
 // Config.OrderTimeout applies): every request and every wait ends with it.
 //
-// Obtain first resumes the order journaled for req.Key(), if the CA still has it live
-// (valid: download; processing: poll; ready: finalize with the journaled CSR; pending:
-// continue the authorizations); an invalid, expired or unknown order is forgotten. Else it
-// creates an order and journals it before any other step. Concurrent calls for the same key
-// run one after the other, so there are never two live orders for one request.
+// Obtain first resumes the order journaled for req.Key(): a certificate it already
+// downloaded is returned at once (the caller had not confirmed storing it); an order the
+// CA still has live is driven on (valid: download; processing: poll; ready: finalize with
+// the journaled CSR; pending: continue the authorizations); an invalid, expired or
+// unknown order is forgotten. Else it creates an order and journals it before any other
+// step. Concurrent calls for the same key run one after the other, so there are never two
+// live orders for one request. The returned certificate has been checked against the
+// journaled key and req's names; it stays journaled until the caller calls Collected.
+//
+// A CA that no longer knows the account (accountDoesNotExist) gets the account key
+// registered again, once per call, and the attempt goes on (Config.OnAccountURL).
 //
 // Errors: *OrderPendingError when ctx ends while the order is alive (it stays journaled);
-// *RateLimitError, *UnreachableError, *AuthorizationError, *OrderInvalidError as documented
-// on each; a context error when ctx ends before any order exists.
+// *RateLimitError, *UnreachableError, *AuthorizationError, *OrderInvalidError,
+// *CertificateMismatchError, *AccountError as documented on each; a context error when ctx
+// ends before any order exists.
 func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) {
 	if err := req.validate(); err != nil {
 		return nil, fmt.Errorf("acme: obtain %v: %w", req.Names, err)
@@ -234,7 +269,28 @@ func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) 
 	}
 	defer unlock()
 
-	s, err := c.newSession(ctx, c.accountURL)
+	cert, err := c.attempt(ctx, req, key)
+	if !accountGone(err) {
+		return cert, err
+	}
+
+	c.log.Warn("the CA no longer knows the account; registering the account key again", "account", c.AccountURL(), "err", err)
+
+	if err := c.reregister(ctx); err != nil {
+		return nil, err
+	}
+
+	cert, err = c.attempt(ctx, req, key)
+	if accountGone(err) {
+		return nil, &AccountError{URL: c.AccountURL(), Err: err}
+	}
+
+	return cert, err
+}
+
+// attempt is one run of the order state machine for req in a new session.
+func (c *Client) attempt(ctx context.Context, req Request, key string) (*Certificate, error) {
+	s, err := c.newSession(ctx, c.AccountURL())
 	if err != nil {
 		return nil, err
 	}
@@ -249,18 +305,35 @@ func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) 
 	return cert, err
 }
 
-// normalizeNames lower-cases and trims names and drops repeats, keeping the first
-// occurrence's position (the first name becomes the common name).
-func normalizeNames(names []string) []string {
-	out := make([]string, 0, len(names))
-	for _, n := range names {
-		n = strings.ToLower(strings.TrimSpace(n))
-		if !slices.Contains(out, n) {
-			out = append(out, n)
-		}
+// Collected tells the engine that the caller has stored cert durably: the journal forgets
+// the order that produced it. Until then the journal keeps the order and its certificate,
+// so that a crash between download and storing loses nothing. A journal that meanwhile
+// holds another order for the same request (a newer one) is left alone.
+func (c *Client) Collected(ctx context.Context, cert *Certificate) error {
+	unlock, err := c.locks.lock(ctx, cert.RequestKey)
+	if err != nil {
+		return fmt.Errorf("acme: forget order %s: %w", cert.OrderURL, err)
+	}
+	defer unlock()
+
+	rec, err := c.journal.Load(ctx, cert.RequestKey)
+	if errors.Is(err, ErrNoRecord) {
+		return nil
 	}
 
-	return out
+	if err != nil {
+		return fmt.Errorf("acme: forget order %s: %w", cert.OrderURL, err)
+	}
+
+	if rec.OrderURL != cert.OrderURL {
+		return nil
+	}
+
+	if err := c.journal.Delete(ctx, cert.RequestKey); err != nil {
+		return fmt.Errorf("acme: forget order %s: %w", cert.OrderURL, err)
+	}
+
+	return nil
 }
 
 // ARICertID returns the ARI certificate ID (RFC 9773 §4.1) of the first certificate in
@@ -280,15 +353,14 @@ func ARICertID(certPEM []byte) (string, error) {
 }
 
 // RenewalInfo fetches the CA's ARI renewal window (RFC 9773) for the first certificate in
-// certPEM. The result's ShouldRenewAt picks the renewal time; its RetryAfter is when to
-// ask again. A CA without ARI returns an error wrapping api.ErrNoARI.
-func (c *Client) RenewalInfo(ctx context.Context, certPEM []byte) (*certificate.RenewalInfoResponse, error) {
+// certPEM. A CA without ARI returns an error wrapping ErrNoRenewalInfo.
+func (c *Client) RenewalInfo(ctx context.Context, certPEM []byte) (*RenewalWindow, error) {
 	leaf, err := certcrypto.ParsePEMCertificate(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("acme: renewal info: %w", err)
 	}
 
-	s, err := c.newSession(ctx, c.accountURL)
+	s, err := c.newSession(ctx, c.AccountURL())
 	if err != nil {
 		return nil, err
 	}
@@ -296,9 +368,113 @@ func (c *Client) RenewalInfo(ctx context.Context, certPEM []byte) (*certificate.
 	// The resolver is only used for issuance; GetRenewalInfo does not touch it.
 	info, err := certificate.NewCertifier(s.core, nil, certificate.CertifierOptions{}).
 		GetRenewalInfo(certificate.RenewalInfoRequest{Cert: leaf})
-	if err != nil {
+
+	switch {
+	case errors.Is(err, api.ErrNoARI):
+		return nil, fmt.Errorf("acme: renewal info for serial %s: %w", leaf.SerialNumber.Text(16), ErrNoRenewalInfo)
+	case err != nil:
 		return nil, classify("acme: renewal info for serial "+leaf.SerialNumber.Text(16), err)
 	}
 
-	return info, nil
+	return &RenewalWindow{
+		Start:          info.SuggestedWindow.Start,
+		End:            info.SuggestedWindow.End,
+		RetryAfter:     info.RetryAfter,
+		ExplanationURL: info.ExplanationURL,
+	}, nil
+}
+
+// registerRetries and registerRetryWait: a new-account request is idempotent for one key
+// (the CA returns the existing account), so a 5xx answer is worth a short retry. Seen
+// with Pebble when two instances register the same key at once ("Error saving account");
+// a real CA behind a load balancer fails over the same way.
+const (
+	registerRetries   = 3
+	registerRetryWait = time.Second
+)
+
+// register creates (or finds, for a known key) the account at the CA, agreeing to its
+// terms, and returns the account URL.
+func (c *Client) register(ctx context.Context) (string, error) {
+	var err error
+
+	for try := 1; ; try++ {
+		var url string
+		if url, err = c.registerOnce(ctx); err == nil {
+			return url, nil
+		}
+
+		var ue *UnreachableError
+		if !errors.As(err, &ue) || try == registerRetries {
+			return "", err
+		}
+
+		if serr := sleepCtx(ctx, time.Duration(try)*registerRetryWait); serr != nil {
+			return "", err
+		}
+	}
+}
+
+func (c *Client) registerOnce(ctx context.Context) (string, error) {
+	s, err := c.newSession(ctx, "")
+	if err != nil {
+		return "", err
+	}
+
+	msg := legoacme.Account{TermsOfServiceAgreed: true, Contact: c.account.Contact}
+	op := "acme: register account at " + c.dirURL
+
+	var ext legoacme.ExtendedAccount
+
+	if c.account.EAB == nil {
+		ext, err = s.core.Accounts.New(msg)
+	} else {
+		op += fmt.Sprintf(" with external account binding (kid %q)", c.account.EAB.KID)
+		ext, err = s.core.Accounts.NewEAB(msg, c.account.EAB.KID, c.account.EAB.HMAC)
+	}
+
+	if err != nil {
+		return "", classify(op, err)
+	}
+
+	if ext.Location == "" {
+		return "", errors.New(op + ": the CA returned no account URL")
+	}
+
+	return ext.Location, nil
+}
+
+// reregister registers the account key again after the CA forgot the account, and hands
+// the new URL to Config.OnAccountURL.
+func (c *Client) reregister(ctx context.Context) error {
+	url, err := c.register(ctx)
+	if err != nil {
+		return &AccountError{URL: c.AccountURL(), Err: err}
+	}
+
+	c.mu.Lock()
+	c.accountURL = url
+	c.mu.Unlock()
+
+	c.log.Info("ACME account registered again", "directory", c.dirURL, "account", url)
+
+	if c.onAccountURL != nil {
+		c.onAccountURL(url)
+	}
+
+	return nil
+}
+
+// phase reports a completed phase to Config.OnPhase.
+func (c *Client) phase(name string, start time.Time) {
+	if c.onPhase != nil {
+		c.onPhase(name, time.Since(start))
+	}
+}
+
+// publicKeyEqual reports whether the public key of key is pub.
+func publicKeyEqual(key crypto.Signer, pub crypto.PublicKey) bool {
+	k, ok := key.Public().(interface{ Equal(x crypto.PublicKey) bool })
+
+	return ok && k.Equal(pub)
 }

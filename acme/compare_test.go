@@ -97,7 +97,7 @@ func TestCompareWithLego(t *testing.T) {
 
 	ours := &meter{next: s.ca.HTTPClient().Transport}
 	cfg := s.config(t)
-	cfg.HTTPClient.Transport = ours
+	cfg.Transport = ours
 	c := s.client(t, cfg)
 
 	theirs := &meter{next: s.ca.HTTPClient().Transport}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/go-acme/lego/v4/acme"
+	legoacme "github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/acme/api"
 )
 
@@ -43,7 +43,7 @@ func (e *OrderPendingError) Unwrap() error { return e.Err }
 // the caller should wait RetryAfter (zero when the CA did not say) before the next attempt.
 type RateLimitError struct {
 	RetryAfter time.Duration
-	Problem    *acme.ProblemDetails
+	Problem    *legoacme.ProblemDetails
 }
 
 func (e *RateLimitError) Error() string {
@@ -59,7 +59,7 @@ type UnreachableError struct {
 	URL        string
 	StatusCode int
 	RetryAfter time.Duration
-	Problem    *acme.ProblemDetails
+	Problem    *legoacme.ProblemDetails
 	Err        error
 }
 
@@ -75,12 +75,17 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // AuthorizationError is returned when the CA could not validate a name. Problem is what
 // the CA saw (the challenge's error, e.g. "404 from http://example.com/.well-known/...").
-// The order is invalid at the CA and has been dropped from the Journal.
+// Either the CA turned the authorization invalid, or it kept it pending with the failed
+// challenge's error (as step-ca does) and validation still failed after the engine asked
+// for it again (RFC 8555 §8.2) maxChallengeRetries times; the engine then deactivated the
+// authorization. Either way the order is dead and has been dropped from the Journal: the
+// next attempt starts a new order. Retrying at once would fail the same way: back off.
 type AuthorizationError struct {
 	Domain string
-	// Status of the authorization: "invalid", "deactivated", "expired" or "revoked".
+	// Status of the authorization: "invalid", "deactivated", "expired" or "revoked", or
+	// "pending" when the CA kept it pending with an error.
 	Status  string
-	Problem *acme.ProblemDetails
+	Problem *legoacme.ProblemDetails
 }
 
 func (e *AuthorizationError) Error() string {
@@ -104,7 +109,7 @@ func (e *AuthorizationError) Unwrap() error {
 // starts a new one.
 type OrderInvalidError struct {
 	OrderURL string
-	Problem  *acme.ProblemDetails
+	Problem  *legoacme.ProblemDetails
 }
 
 func (e *OrderInvalidError) Error() string {
@@ -123,11 +128,52 @@ func (e *OrderInvalidError) Unwrap() error {
 	return e.Problem
 }
 
+// CertificateMismatchError is returned when the certificate the CA issued does not match
+// the order: its public key is not the key the engine generated for the order, or it does
+// not cover every requested name. Such a certificate must never be served. The order has
+// been dropped from the Journal; the next attempt starts a new order.
+type CertificateMismatchError struct {
+	OrderURL       string
+	CertificateURL string
+	// Reason says what does not match.
+	Reason string
+}
+
+func (e *CertificateMismatchError) Error() string {
+	return fmt.Sprintf("acme: the CA issued a certificate that does not match order %s (%s): %s", e.OrderURL, e.CertificateURL, e.Reason)
+}
+
+// AccountError is returned when the account cannot be used: the CA no longer knows it
+// (accountDoesNotExist) and registering the account key again failed or did not help.
+// The account key itself is kept: a new key would change the thumbprint the plugin
+// answers with.
+type AccountError struct {
+	URL string
+	Err error
+}
+
+func (e *AccountError) Error() string {
+	return fmt.Sprintf("acme: account %s: %v", e.URL, e.Err)
+}
+
+func (e *AccountError) Unwrap() error { return e.Err }
+
+// accountDoesNotExist is the problem type of a request signed for an account the CA does
+// not know (RFC 8555 §6.7).
+const accountDoesNotExist = "urn:ietf:params:acme:error:accountDoesNotExist"
+
+// accountGone reports whether err is the CA's accountDoesNotExist problem.
+func accountGone(err error) bool {
+	var pd *legoacme.ProblemDetails
+
+	return errors.As(err, &pd) && pd.Type == accountDoesNotExist
+}
+
 // classify turns the errors lego returns into the typed errors above, prefixed with op.
 // Context errors and UnreachableError (made by the transport, which also turns 5xx
 // answers into it) pass through unchanged.
 func classify(op string, err error) error {
-	var rl *acme.RateLimitedError
+	var rl *legoacme.RateLimitedError
 	if errors.As(err, &rl) {
 		// An unparsable Retry-After leaves zero: "the CA did not say".
 		d, _ := api.ParseRetryAfter(rl.RetryAfter)

@@ -228,7 +228,7 @@ func TestOrderInvalid(t *testing.T) {
 	require.NoError(t, err)
 
 	cfg.Account.URL = c.AccountURL()
-	cfg.HTTPClient.Transport = &invalidatingTransport{next: cfg.HTTPClient.Transport, deactivate: core.Authorizations.Deactivate}
+	cfg.Transport = &invalidatingTransport{next: cfg.Transport, deactivate: core.Authorizations.Deactivate}
 	c = s.client(t, cfg)
 
 	req := acme.Request{Names: []string{"invalid.example.com"}, Profile: testca.DefaultProfile}

@@ -74,7 +74,7 @@ func newSetup(t *testing.T, opts testca.Options) setup {
 
 // config returns a client configuration for the setup's CA with a fresh EC256 account
 // key, the responder as solver, a memory journal, and the CA's TLS root trusted through
-// NewHTTPClient.
+// NewTransport.
 func (s setup) config(t *testing.T) acme.Config {
 	t.Helper()
 
@@ -84,13 +84,13 @@ func (s setup) config(t *testing.T) acme.Config {
 	rootFile, err := s.ca.WriteTLSRoot(t.TempDir())
 	require.NoError(t, err)
 
-	hc, err := acme.NewHTTPClient(acme.HTTPOptions{RootCAFiles: []string{rootFile}})
+	tr, err := acme.NewTransport(acme.TransportOptions{RootCAFiles: []string{rootFile}})
 	require.NoError(t, err)
 
 	return acme.Config{
 		DirectoryURL: s.ca.DirectoryURL(),
 		Account:      acme.Account{Key: key},
-		HTTPClient:   hc,
+		Transport:    tr,
 		Journal:      acme.NewMemoryJournal(),
 		Solver:       s.responder,
 		Logger:       testLogger(t),
@@ -106,7 +106,9 @@ func (s setup) client(t *testing.T, cfg acme.Config) *acme.Client {
 	return c
 }
 
-// obtain runs one Obtain with the given deadline and returns its result and duration.
+// obtain runs one Obtain with the given deadline and returns its result and duration. It
+// acts as a caller that stores the certificate: on success it confirms it (Collected), so
+// that the journal forgets the order.
 func obtain(t *testing.T, c *acme.Client, req acme.Request, deadline time.Duration) (*acme.Certificate, time.Duration, error) {
 	t.Helper()
 
@@ -115,8 +117,13 @@ func obtain(t *testing.T, c *acme.Client, req acme.Request, deadline time.Durati
 
 	start := time.Now()
 	cert, err := c.Obtain(ctx, req)
+	took := time.Since(start)
 
-	return cert, time.Since(start), err
+	if err == nil {
+		require.NoError(t, c.Collected(context.Background(), cert))
+	}
+
+	return cert, took, err
 }
 
 // requirePending asserts that err is an *OrderPendingError wrapping ctxErr.

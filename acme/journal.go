@@ -12,7 +12,9 @@ var ErrNoRecord = errors.New("acme: no journaled order")
 
 // Record is what the engine journals about a live order, before it takes any step after
 // new-order: enough to resume the order in another process after a crash or a deadline.
-// It is plain JSON. It holds the certificate's private key: store it like one (mode 0600).
+// Once the certificate is downloaded it is journaled too, and the record stays until the
+// caller has stored the certificate (Client.Collected). It is plain JSON. It holds the
+// certificate's private key: store it like one (mode 0600).
 type Record struct {
 	// Key is Request.Key() of Request.
 	Key     string  `json:"key"`
@@ -24,6 +26,10 @@ type Record struct {
 	PrivateKeyPEM string    `json:"privateKeyPEM"`
 	CSR           []byte    `json:"csr"`
 	Created       time.Time `json:"created"`
+	// CertificatePEM is the chain the order produced, checked against the key and the
+	// names; empty until downloaded. CertificateURL is where it came from.
+	CertificatePEM string `json:"certificatePEM,omitempty"`
+	CertificateURL string `json:"certificateURL,omitempty"`
 }
 
 // Journal persists Records by request key. The engine calls it for one key at a time (per

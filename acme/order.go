@@ -8,13 +8,23 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
-	"github.com/go-acme/lego/v4/acme"
+	legoacme "github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/acme/api"
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/challenge"
 )
+
+// maxChallengeRetries is how many times the engine asks the CA again to validate a
+// challenge that the CA reports failed while keeping it pending (step-ca does; RFC 8555
+// §8.2 lets a client request a retry by POSTing the challenge again). A retry helps when
+// the failure was a moment's (a router being reloaded, a listener restarting); a wrong
+// route or thumbprint fails every time. Two retries, spaced by the poll schedule, cover
+// the former within seconds, then the order is given up and the daemon backs off instead
+// of hammering the CA, which RFC 8555 §8.2 asks servers to rate-limit.
+const maxChallengeRetries = 2
 
 // run is one Obtain attempt: the state machine that drives one order to a certificate.
 type run struct {
@@ -31,9 +41,9 @@ type run struct {
 }
 
 func (r *run) obtain() (*Certificate, error) {
-	order, err := r.resume()
-	if err != nil {
-		return nil, err
+	order, cert, err := r.resume()
+	if err != nil || cert != nil {
+		return cert, err
 	}
 
 	if r.rec == nil {
@@ -45,48 +55,76 @@ func (r *run) obtain() (*Certificate, error) {
 	return r.advance(order)
 }
 
-// resume loads the journaled order and reads it at the CA. It leaves r.rec nil when there
-// is nothing worth resuming.
-func (r *run) resume() (acme.Order, error) {
+// resume loads the journaled order. It returns the certificate the order already produced
+// when the journal has it, else the order as the CA has it now. It leaves r.rec nil when
+// there is nothing worth resuming.
+func (r *run) resume() (legoacme.Order, *Certificate, error) {
 	rec, err := r.c.journal.Load(r.ctx, r.key)
 	if errors.Is(err, ErrNoRecord) {
-		return acme.Order{}, nil
+		return legoacme.Order{}, nil, nil
 	}
 
 	if err != nil {
-		return acme.Order{}, fmt.Errorf("acme: load journaled order for %v: %w", r.req.Names, err)
+		return legoacme.Order{}, nil, fmt.Errorf("acme: load journaled order for %v: %w", r.req.Names, err)
 	}
 
 	r.rec = rec
 
+	if rec.CertificatePEM != "" {
+		cert, err := r.certificate([]byte(rec.CertificatePEM), rec.CertificateURL)
+		if err == nil {
+			r.log.Info("returning the certificate the journaled order already produced", "order", rec.OrderURL)
+
+			return legoacme.Order{}, cert, nil
+		}
+
+		r.log.Warn("journaled certificate unusable, starting a new order", "order", rec.OrderURL, "err", err)
+
+		return legoacme.Order{}, nil, r.forget()
+	}
+
 	order, err := r.getOrder()
 
-	var pd *acme.ProblemDetails
+	var pd *legoacme.ProblemDetails
 
 	switch {
 	case err == nil && !dead(order, time.Now()):
 		r.log.Info("resuming order", "order", rec.OrderURL, "status", order.Status)
 
-		return order, nil
+		return order, nil, nil
 	case err == nil:
 		r.log.Info("journaled order is dead at the CA, starting a new one", "order", rec.OrderURL, "status", order.Status, "expires", order.Expires)
-	case errors.As(err, &pd) && pd.HTTPStatus == http.StatusNotFound:
-		r.log.Info("journaled order is unknown to the CA, starting a new one", "order", rec.OrderURL, "problem", pd.Detail)
+	case accountGone(err):
+		return legoacme.Order{}, nil, err
+	case errors.As(err, &pd) && unusableOrder(pd):
+		r.log.Info("journaled order is not available from the CA, starting a new one", "order", rec.OrderURL, "problem", pd.Detail, "status", pd.HTTPStatus)
 	default:
-		return acme.Order{}, err
+		return legoacme.Order{}, nil, err
 	}
 
-	return acme.Order{}, r.forget()
+	return legoacme.Order{}, nil, r.forget()
+}
+
+// unusableOrder reports whether the CA's answer to reading a journaled order means the
+// order cannot be used any more: gone (404), or not this account's (401, 403: the CA
+// forgot the account that created it). Rate limits and bad nonces are not about the order.
+func unusableOrder(pd *legoacme.ProblemDetails) bool {
+	switch pd.HTTPStatus {
+	case http.StatusNotFound, http.StatusUnauthorized, http.StatusForbidden, http.StatusGone:
+		return true
+	}
+
+	return false
 }
 
 // dead reports whether a journaled order is not worth resuming: invalid, or expired before
 // it was issued. A valid order is always worth a try: its certificate usually outlives it.
 // An unparsable expiry leaves the decision to the CA.
-func dead(order acme.Order, now time.Time) bool {
+func dead(order legoacme.Order, now time.Time) bool {
 	switch order.Status {
-	case acme.StatusInvalid:
+	case legoacme.StatusInvalid:
 		return true
-	case acme.StatusValid:
+	case legoacme.StatusValid:
 		return false
 	}
 
@@ -96,15 +134,15 @@ func dead(order acme.Order, now time.Time) bool {
 }
 
 // create makes the certificate key and CSR, creates the order and journals it.
-func (r *run) create() (acme.Order, error) {
+func (r *run) create() (legoacme.Order, error) {
 	kt, err := r.req.KeyType.lego()
 	if err != nil {
-		return acme.Order{}, err
+		return legoacme.Order{}, err
 	}
 
 	key, err := certcrypto.GeneratePrivateKey(kt)
 	if err != nil {
-		return acme.Order{}, fmt.Errorf("acme: generate %s certificate key: %w", kt, err)
+		return legoacme.Order{}, fmt.Errorf("acme: generate %s certificate key: %w", kt, err)
 	}
 
 	// A common name is limited to 64 bytes (RFC 5280); a longer first name goes in the SANs only.
@@ -115,13 +153,17 @@ func (r *run) create() (acme.Order, error) {
 
 	csr, err := certcrypto.CreateCSR(key, certcrypto.CSROptions{Domain: cn, SAN: r.req.Names})
 	if err != nil {
-		return acme.Order{}, fmt.Errorf("acme: create CSR for %v: %w", r.req.Names, err)
+		return legoacme.Order{}, fmt.Errorf("acme: create CSR for %v: %w", r.req.Names, err)
 	}
+
+	start := time.Now()
 
 	order, err := r.s.core.Orders.NewWithOptions(r.req.Names, &api.OrderOptions{Profile: r.req.Profile, ReplacesCertID: r.req.Replaces})
 	if err != nil {
-		return acme.Order{}, classify(fmt.Sprintf("acme: new order for %v", r.req.Names), err)
+		return legoacme.Order{}, classify(fmt.Sprintf("acme: new order for %v", r.req.Names), err)
 	}
+
+	r.c.phase(PhaseNewOrder, start)
 
 	rec := &Record{
 		Key:           r.key,
@@ -135,7 +177,7 @@ func (r *run) create() (acme.Order, error) {
 	// The journal write must land even if the deadline passes right now: without it the
 	// order would be lost, which is the one thing this engine exists to prevent.
 	if err := r.c.journal.Save(context.WithoutCancel(r.ctx), rec); err != nil {
-		return acme.Order{}, fmt.Errorf("acme: journal order %s: %w", order.Location, err)
+		return legoacme.Order{}, fmt.Errorf("acme: journal order %s: %w", order.Location, err)
 	}
 
 	r.rec = rec
@@ -145,8 +187,8 @@ func (r *run) create() (acme.Order, error) {
 	return order.Order, nil
 }
 
-// forget drops the journaled order: it is finished, or dead at the CA. Like Save, it
-// ignores the deadline.
+// forget drops the journaled order: it is dead at the CA, or what it produced is unusable.
+// Like Save, it ignores the deadline.
 func (r *run) forget() error {
 	if err := r.c.journal.Delete(context.WithoutCancel(r.ctx), r.key); err != nil {
 		return fmt.Errorf("acme: forget journaled order %s: %w", r.rec.OrderURL, err)
@@ -158,8 +200,10 @@ func (r *run) forget() error {
 }
 
 // advance drives the order from its current status to a certificate.
-func (r *run) advance(order acme.Order) (*Certificate, error) {
+func (r *run) advance(order legoacme.Order) (*Certificate, error) {
 	polls := 0
+
+	var finalizing time.Time
 
 	for {
 		r.status = order.Status
@@ -167,20 +211,30 @@ func (r *run) advance(order acme.Order) (*Certificate, error) {
 		var err error
 
 		switch order.Status {
-		case acme.StatusPending:
-			order, err = r.authorize(order, polls)
+		case legoacme.StatusPending:
+			start := time.Now()
+
+			if order, err = r.authorize(order, polls); err == nil {
+				r.c.phase(PhaseAuthorization, start)
+			}
+
 			polls++
-		case acme.StatusReady:
+		case legoacme.StatusReady:
+			finalizing = time.Now()
 			order, err = r.finalize(order)
-		case acme.StatusProcessing:
+		case legoacme.StatusProcessing:
 			if err = r.wait(polls); err == nil {
 				order, err = r.getOrder()
 			}
 
 			polls++
-		case acme.StatusValid:
+		case legoacme.StatusValid:
+			if !finalizing.IsZero() {
+				r.c.phase(PhaseFinalize, finalizing)
+			}
+
 			return r.download(order)
-		case acme.StatusInvalid:
+		case legoacme.StatusInvalid:
 			url := r.rec.OrderURL
 			if err := r.forget(); err != nil {
 				return nil, err
@@ -201,9 +255,9 @@ func (r *run) advance(order acme.Order) (*Certificate, error) {
 func (r *run) wait(attempt int) error {
 	d := pollDelay(r.retryAfter, attempt)
 
-	attrs := []any{"order", r.rec.OrderURL, "status", r.status, "retry_after", r.retryAfter, "next_poll_in", d}
+	attrs := []any{"order", r.rec.OrderURL, "status", r.status, "retryAfter", r.retryAfter, "nextPollIn", d}
 	if deadline, ok := r.ctx.Deadline(); ok {
-		attrs = append(attrs, "deadline_in", time.Until(deadline).Round(time.Second))
+		attrs = append(attrs, "deadlineIn", time.Until(deadline).Round(time.Second))
 	}
 
 	r.log.Info("waiting for the CA", attrs...)
@@ -211,7 +265,7 @@ func (r *run) wait(attempt int) error {
 	return sleepCtx(r.ctx, d)
 }
 
-func (r *run) getOrder() (acme.Order, error) {
+func (r *run) getOrder() (legoacme.Order, error) {
 	order, err := r.s.core.Orders.Get(r.rec.OrderURL)
 	r.retryAfter = r.s.ex.RetryAfter(r.rec.OrderURL)
 
@@ -220,7 +274,7 @@ func (r *run) getOrder() (acme.Order, error) {
 	}
 
 	if err != nil {
-		return acme.Order{}, classify("acme: read order "+r.rec.OrderURL, err)
+		return legoacme.Order{}, classify("acme: read order "+r.rec.OrderURL, err)
 	}
 
 	return order.Order, nil
@@ -228,7 +282,7 @@ func (r *run) getOrder() (acme.Order, error) {
 
 // finalize sends the journaled CSR. The request may be held open by a CA that finalizes
 // synchronously, so it is exempt from the per-request timeouts: only the deadline ends it.
-func (r *run) finalize(order acme.Order) (acme.Order, error) {
+func (r *run) finalize(order legoacme.Order) (legoacme.Order, error) {
 	r.s.ex.allowLong(order.Finalize)
 	r.log.Info("finalizing order", "order", r.rec.OrderURL)
 
@@ -236,27 +290,27 @@ func (r *run) finalize(order acme.Order) (acme.Order, error) {
 	r.retryAfter = r.s.ex.RetryAfter(order.Finalize)
 
 	if err == nil {
-		if done.Status == acme.StatusReady {
+		if done.Status == legoacme.StatusReady {
 			// A CA that answers finalize with the order as it was before: poll it rather
 			// than finalize again at once.
-			done.Status = acme.StatusProcessing
+			done.Status = legoacme.StatusProcessing
 		}
 
 		return done.Order, nil
 	}
 
 	if isContextErr(err) {
-		return acme.Order{}, err
+		return legoacme.Order{}, err
 	}
 
 	// The CA refused. Its order says why: already processing or valid (an earlier
 	// finalize got through, e.g. the one an expired attempt sent), or invalid.
 	cur, gerr := r.getOrder()
 	if gerr != nil {
-		return acme.Order{}, gerr
+		return legoacme.Order{}, gerr
 	}
 
-	if cur.Status != acme.StatusReady {
+	if cur.Status != legoacme.StatusReady {
 		return cur, nil
 	}
 
@@ -265,15 +319,19 @@ func (r *run) finalize(order acme.Order) (acme.Order, error) {
 	var ue *UnreachableError
 	if !errors.As(err, &ue) {
 		if ferr := r.forget(); ferr != nil {
-			return acme.Order{}, ferr
+			return legoacme.Order{}, ferr
 		}
 	}
 
-	return acme.Order{}, classify("acme: finalize order "+order.Finalize, err)
+	return legoacme.Order{}, classify("acme: finalize order "+order.Finalize, err)
 }
 
-// download fetches the certificate, picks the preferred chain, and forgets the order.
-func (r *run) download(order acme.Order) (*Certificate, error) {
+// download fetches the certificate, picks the preferred chain, checks it against the
+// order, and journals it with the order: the order is forgotten only when the caller has
+// stored the certificate (Client.Collected).
+func (r *run) download(order legoacme.Order) (*Certificate, error) {
+	start := time.Now()
+
 	certs, err := r.s.core.Certificates.GetAll(order.Certificate, true)
 	if err != nil {
 		return nil, classify("acme: download certificate "+order.Certificate, err)
@@ -281,32 +339,87 @@ func (r *run) download(order acme.Order) (*Certificate, error) {
 
 	url := r.pickChain(certs, order.Certificate)
 
-	leaf, err := certcrypto.ParsePEMCertificate(certs[url].Cert)
+	cert, err := r.certificate(certs[url].Cert, url)
 	if err != nil {
-		return nil, fmt.Errorf("acme: parse certificate %s: %w", url, err)
-	}
+		if ferr := r.forget(); ferr != nil {
+			return nil, errors.Join(err, ferr)
+		}
 
-	cert := &Certificate{
-		Names:         r.req.Names,
-		PrivateKeyPEM: []byte(r.rec.PrivateKeyPEM),
-		ChainPEM:      certs[url].Cert,
-		Leaf:          leaf,
-		URL:           url,
-		OrderURL:      r.rec.OrderURL,
-	}
-
-	if err := r.forget(); err != nil {
 		return nil, err
 	}
 
-	r.log.Info("certificate issued", "order", cert.OrderURL, "certificate", url, "not_after", leaf.NotAfter)
+	r.rec.CertificatePEM, r.rec.CertificateURL = string(cert.ChainPEM), url
+
+	// Like the order itself, the certificate is journaled whatever the deadline. A failed
+	// write loses nothing yet: the caller gets the certificate, and the journaled order
+	// (valid at the CA) can be downloaded again.
+	if err := r.c.journal.Save(context.WithoutCancel(r.ctx), r.rec); err != nil {
+		r.log.Warn("cannot journal the downloaded certificate; the caller must store it", "order", r.rec.OrderURL, "err", err)
+	}
+
+	r.c.phase(PhaseDownload, start)
+	r.log.Info("certificate issued", "order", cert.OrderURL, "certificate", url, "notAfter", cert.Leaf.NotAfter)
 
 	return cert, nil
 }
 
+// certificate parses the chain the journaled order produced and checks it against the
+// order: the leaf's public key must be the journaled key's and it must cover every
+// requested name. A mismatch is a *CertificateMismatchError.
+func (r *run) certificate(chainPEM []byte, url string) (*Certificate, error) {
+	mismatch := func(format string, args ...any) error {
+		return &CertificateMismatchError{OrderURL: r.rec.OrderURL, CertificateURL: url, Reason: fmt.Sprintf(format, args...)}
+	}
+
+	leaf, err := certcrypto.ParsePEMCertificate(chainPEM)
+	if err != nil {
+		return nil, mismatch("cannot parse it: %v", err)
+	}
+
+	key, err := ParseKey([]byte(r.rec.PrivateKeyPEM))
+	if err != nil {
+		return nil, fmt.Errorf("acme: journaled key of order %s: %w", r.rec.OrderURL, err)
+	}
+
+	if !publicKeyEqual(key, leaf.PublicKey) {
+		return nil, mismatch("its public key is not the order's key")
+	}
+
+	covered := map[string]bool{}
+	for _, n := range leaf.DNSNames {
+		covered[strings.ToLower(n)] = true
+	}
+
+	for _, ip := range leaf.IPAddresses {
+		covered[ip.String()] = true
+	}
+
+	var missing []string
+
+	for _, n := range r.req.Names {
+		if !covered[n] {
+			missing = append(missing, n)
+		}
+	}
+
+	if len(missing) > 0 {
+		return nil, mismatch("it does not cover %s", strings.Join(missing, ", "))
+	}
+
+	return &Certificate{
+		Names:         r.req.Names,
+		PrivateKeyPEM: []byte(r.rec.PrivateKeyPEM),
+		ChainPEM:      chainPEM,
+		Leaf:          leaf,
+		URL:           url,
+		OrderURL:      r.rec.OrderURL,
+		RequestKey:    r.key,
+	}, nil
+}
+
 // pickChain returns the URL of the chain whose top certificate was issued by the root
 // named req.PreferredChain, or the CA's default chain when none is (or none is asked for).
-func (r *run) pickChain(certs map[string]*acme.RawCertificate, defaultURL string) string {
+func (r *run) pickChain(certs map[string]*legoacme.RawCertificate, defaultURL string) string {
 	if r.req.PreferredChain == "" {
 		return defaultURL
 	}
@@ -321,59 +434,68 @@ func (r *run) pickChain(certs map[string]*acme.RawCertificate, defaultURL string
 		}
 	}
 
-	r.log.Info("no chain ends at the preferred root, using the CA's default chain", "preferred_chain", r.req.PreferredChain)
+	r.log.Info("no chain ends at the preferred root, using the CA's default chain", "preferredChain", r.req.PreferredChain)
 
 	return defaultURL
 }
 
 // pendingAuthz is an authorization whose challenge is published and triggered.
 type pendingAuthz struct {
-	url, domain, token, keyAuth string
+	url, chalURL, domain, token, keyAuth string
 }
 
 // authorize publishes and triggers the challenge of every pending authorization, waits
-// for the CA to validate them, cleans up, and re-reads the order. attempt counts the
-// order's polls: when every authorization is already valid but the CA still reports the
-// order pending, the re-read waits like a poll.
-func (r *run) authorize(order acme.Order, attempt int) (acme.Order, error) {
+// for the CA to validate them, cleans up, and returns the order as ready. attempt counts
+// the order's polls: when every authorization is already valid but the CA still reports
+// the order pending, the order is read again after a poll's wait.
+func (r *run) authorize(order legoacme.Order, attempt int) (legoacme.Order, error) {
 	var started []pendingAuthz
 
 	defer func() {
 		for _, p := range started {
 			if err := r.c.solver.CleanUp(p.domain, p.token, p.keyAuth); err != nil {
-				r.log.Warn("challenge cleanup failed", "domain", p.domain, "error", err)
+				r.log.Warn("challenge cleanup failed", "domain", p.domain, "err", err)
 			}
 		}
 	}()
 
 	for _, url := range order.Authorizations {
 		p, err := r.startAuthz(url)
-		if err != nil {
-			return acme.Order{}, r.failAuthz(err)
-		}
-
 		if p != nil {
 			started = append(started, *p)
+		}
+
+		if err != nil {
+			return legoacme.Order{}, r.failAuthz(err)
 		}
 	}
 
 	for _, p := range started {
 		if err := r.awaitAuthz(p); err != nil {
-			return acme.Order{}, r.failAuthz(err)
+			return legoacme.Order{}, r.failAuthz(err)
 		}
 	}
 
-	if len(started) == 0 {
-		if err := r.wait(attempt); err != nil {
-			return acme.Order{}, err
-		}
+	if len(started) > 0 {
+		// Every authorization is valid now, so the order is ready (RFC 8555 §7.1.6): go
+		// on to finalize without reading it again. A CA that lags behind its own
+		// authorizations refuses that finalize, and finalize then reads the order.
+		order.Status = legoacme.StatusReady
+
+		return order, nil
+	}
+
+	// Every authorization was valid already but the CA still reports the order pending:
+	// read it again after a poll's wait.
+	if err := r.wait(attempt); err != nil {
+		return legoacme.Order{}, err
 	}
 
 	return r.getOrder()
 }
 
-// failAuthz forgets the order when err is an *AuthorizationError (the CA made the order
-// invalid with it) and returns err.
+// failAuthz forgets the order when err is an *AuthorizationError (the order is dead at the
+// CA) and returns err.
 func (r *run) failAuthz(err error) error {
 	var ae *AuthorizationError
 	if errors.As(err, &ae) {
@@ -386,7 +508,8 @@ func (r *run) failAuthz(err error) error {
 }
 
 // startAuthz reads one authorization and, when it is pending, publishes its challenge and
-// asks the CA to validate it. It returns nil for an authorization that is already valid.
+// asks the CA to validate it. It returns nil for an authorization that is already valid;
+// a published challenge is returned even with an error, so that it is cleaned up.
 func (r *run) startAuthz(url string) (*pendingAuthz, error) {
 	authz, err := r.s.core.Authorizations.Get(url)
 	if err != nil {
@@ -396,11 +519,11 @@ func (r *run) startAuthz(url string) (*pendingAuthz, error) {
 	domain := challenge.GetTargetedDomain(authz)
 
 	switch authz.Status {
-	case acme.StatusValid:
+	case legoacme.StatusValid:
 		return nil, nil
-	case acme.StatusPending:
+	case legoacme.StatusPending:
 	default:
-		return nil, authzError(domain, authz)
+		return nil, authzError(domain, authz, nil)
 	}
 
 	chal, err := challenge.FindChallenge(r.c.chalType, authz)
@@ -417,13 +540,13 @@ func (r *run) startAuthz(url string) (*pendingAuthz, error) {
 		return nil, fmt.Errorf("acme: authorize %s: publish %s challenge: %w", domain, chal.Type, err)
 	}
 
-	p := &pendingAuthz{url: url, domain: domain, token: chal.Token, keyAuth: keyAuth}
+	p := &pendingAuthz{url: url, chalURL: chal.URL, domain: domain, token: chal.Token, keyAuth: keyAuth}
 
 	// A challenge already "processing" was triggered by an earlier attempt: the CA is
 	// validating it, and a second trigger would be refused.
-	if chal.Status == acme.StatusPending {
-		if _, err := r.s.core.Challenges.New(chal.URL); err != nil {
-			return p, classify("acme: trigger challenge for "+domain, err)
+	if chal.Status == legoacme.StatusPending {
+		if err := r.trigger(p); err != nil {
+			return p, err
 		}
 	}
 
@@ -432,8 +555,23 @@ func (r *run) startAuthz(url string) (*pendingAuthz, error) {
 	return p, nil
 }
 
-// awaitAuthz polls one authorization until the CA has decided it.
+// trigger asks the CA to validate p's challenge (RFC 8555 §7.5.1).
+func (r *run) trigger(p *pendingAuthz) error {
+	if _, err := r.s.core.Challenges.New(p.chalURL); err != nil {
+		return classify("acme: trigger challenge for "+p.domain, err)
+	}
+
+	return nil
+}
+
+// awaitAuthz polls one authorization until the CA has decided it. A CA that keeps the
+// authorization pending but reports a failed validation on the challenge is asked to
+// validate again up to maxChallengeRetries times (RFC 8555 §8.2); after that the
+// authorization is deactivated, so that the CA stops holding the order, and the failure
+// is an *AuthorizationError carrying the CA's problem.
 func (r *run) awaitAuthz(p pendingAuthz) error {
+	retries := 0
+
 	for attempt := 0; ; attempt++ {
 		if err := sleepCtx(r.ctx, pollDelay(r.s.ex.RetryAfter(p.url), attempt)); err != nil {
 			return err
@@ -445,27 +583,70 @@ func (r *run) awaitAuthz(p pendingAuthz) error {
 		}
 
 		switch authz.Status {
-		case acme.StatusValid:
+		case legoacme.StatusValid:
 			return nil
-		case acme.StatusPending:
-			r.log.Info("waiting for the CA to validate", "domain", p.domain)
+		case legoacme.StatusPending:
 		default:
-			return authzError(p.domain, authz)
+			return authzError(p.domain, authz, nil)
+		}
+
+		failed, final := failedChallenge(authz, p.chalURL)
+		if failed == nil {
+			r.log.Info("waiting for the CA to validate", "domain", p.domain)
+
+			continue
+		}
+
+		if final || retries == maxChallengeRetries {
+			r.deactivate(p)
+
+			return authzError(p.domain, authz, failed)
+		}
+
+		retries++
+		r.log.Warn("the CA could not validate the challenge; asking it to try again", "domain", p.domain,
+			"problem", failed.Type, "detail", failed.Detail, "retry", retries, "of", maxChallengeRetries)
+
+		if err := r.trigger(&p); err != nil {
+			return err
 		}
 	}
 }
 
-// authzError returns the *AuthorizationError of a failed authorization, with the problem
-// of its failed challenge.
-func authzError(domain string, authz acme.Authorization) error {
-	ae := &AuthorizationError{Domain: domain, Status: authz.Status}
+// failedChallenge returns the error of the authorization's challenge at chalURL when the
+// CA reports a failed validation but keeps the authorization pending (RFC 8555 §8.2: the
+// error is added after each failed validation). final is true when the challenge itself
+// is invalid (step-ca does that for a wrong key authorization): asking again cannot help.
+// A challenge still "processing" is being retried by the CA itself and is waited for.
+func failedChallenge(authz legoacme.Authorization, chalURL string) (problem *legoacme.ProblemDetails, final bool) {
+	for _, ch := range authz.Challenges {
+		if ch.URL == chalURL && ch.Error != nil && ch.Status != legoacme.StatusProcessing && ch.Status != legoacme.StatusValid {
+			return ch.Error, ch.Status == legoacme.StatusInvalid
+		}
+	}
+
+	return nil, false
+}
+
+// deactivate gives up an authorization (RFC 8555 §7.5.2), so that the CA does not keep a
+// failing order pending until it expires. Best effort: the order is forgotten either way.
+func (r *run) deactivate(p pendingAuthz) {
+	if err := r.s.core.Authorizations.Deactivate(p.url); err != nil {
+		r.log.Warn("cannot deactivate the failed authorization", "domain", p.domain, "authorization", p.url, "err", err)
+	}
+}
+
+// authzError returns the *AuthorizationError of a failed authorization, with problem, or
+// else the problem of its failed challenge.
+func authzError(domain string, authz legoacme.Authorization, problem *legoacme.ProblemDetails) error {
+	ae := &AuthorizationError{Domain: domain, Status: authz.Status, Problem: problem}
 
 	for _, ch := range authz.Challenges {
-		if ch.Error != nil {
-			ae.Problem = ch.Error
-
+		if ae.Problem != nil {
 			break
 		}
+
+		ae.Problem = ch.Error
 	}
 
 	return ae

@@ -65,16 +65,24 @@ type Request struct {
 	Replaces string `json:"replaces,omitempty"`
 }
 
-// canonicalNames returns the names lower-cased, sorted and deduplicated.
-func canonicalNames(names []string) []string {
+// normalizeNames lower-cases and trims names and drops repeats, keeping the first
+// occurrence's position (the first name becomes the common name).
+func normalizeNames(names []string) []string {
 	out := make([]string, 0, len(names))
 	for _, n := range names {
-		out = append(out, strings.ToLower(strings.TrimSpace(n)))
+		n = strings.ToLower(strings.TrimSpace(n))
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
 	}
 
-	slices.Sort(out)
+	return out
+}
 
-	return slices.Compact(out)
+// canonicalNames returns the names normalized and sorted: the same set of names in any
+// order or case gives the same result.
+func canonicalNames(names []string) []string {
+	return slices.Sorted(slices.Values(normalizeNames(names)))
 }
 
 // Key identifies "the same request" for the Journal: two requests with the same names (in

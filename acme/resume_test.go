@@ -32,18 +32,42 @@ func (j *crashJournal) Delete(ctx context.Context, key string) error {
 }
 
 // switchSolver publishes through next unless muted, in which case the CA's validator
-// finds nothing.
+// finds nothing; unmute publishes what was presented while muted (a route fixed late).
 type switchSolver struct {
 	next  challenge.Provider
 	muted atomic.Bool
+
+	mu      sync.Mutex
+	skipped [][3]string
 }
 
 func (s *switchSolver) Present(domain, token, keyAuth string) error {
 	if s.muted.Load() {
+		s.mu.Lock()
+		s.skipped = append(s.skipped, [3]string{domain, token, keyAuth})
+		s.mu.Unlock()
+
 		return nil
 	}
 
 	return s.next.Present(domain, token, keyAuth)
+}
+
+func (s *switchSolver) unmute() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	s.muted.Store(false)
+
+	for _, p := range s.skipped {
+		if err := s.next.Present(p[0], p[1], p[2]); err != nil {
+			return err
+		}
+	}
+
+	s.skipped = nil
+
+	return nil
 }
 
 func (s *switchSolver) CleanUp(domain, token, keyAuth string) error {
@@ -86,8 +110,8 @@ func TestResume(t *testing.T) {
 
 			s := newSetup(t, test.opts)
 			cfg := s.config(t)
-			cut := &cutTransport{next: cfg.HTTPClient.Transport, path: test.cutPath, after: test.cutAfter}
-			cfg.HTTPClient.Transport = cut
+			cut := &cutTransport{next: cfg.Transport, path: test.cutPath, after: test.cutAfter}
+			cfg.Transport = cut
 			journal := &crashJournal{MemoryJournal: acme.NewMemoryJournal()}
 			cfg.Journal = journal
 			solver := &switchSolver{next: s.responder}
@@ -136,10 +160,54 @@ func TestResume(t *testing.T) {
 			assert.Equal(t, test.wantNewOrders, stats.NewOrders)
 			assert.LessOrEqual(t, stats.Finalizes, test.wantNewOrders, "one finalize per order at most")
 
+			kept, err := journal.Load(ctx, req.Key())
+			require.NoError(t, err, "the order stays journaled until the caller has stored its certificate")
+			assert.Equal(t, string(cert.ChainPEM), kept.CertificatePEM)
+
+			require.NoError(t, c.Collected(ctx, cert))
 			_, err = journal.Load(ctx, req.Key())
-			require.ErrorIs(t, err, acme.ErrNoRecord, "a finished order must be forgotten")
+			require.ErrorIs(t, err, acme.ErrNoRecord, "a collected order must be forgotten")
 		})
 	}
+}
+
+// TestDownloadedCertificateSurvivesUntilCollected is a caller that crashed (or could not
+// store the certificate) after Obtain returned: the next Obtain returns the very same
+// certificate from the journal without a request to the CA, and only Collected forgets it.
+// Collected for an older certificate leaves a newer order alone.
+func TestDownloadedCertificateSurvivesUntilCollected(t *testing.T) {
+	t.Parallel()
+
+	s := newSetup(t, testca.Options{})
+	cfg := s.config(t)
+	c := s.client(t, cfg)
+	req := acme.Request{Names: []string{"kept.example.com"}, Profile: testca.DefaultProfile}
+	ctx := context.Background()
+
+	first, err := c.Obtain(ctx, req)
+	require.NoError(t, err)
+
+	before := s.ca.Stats()
+	again, err := c.Obtain(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, first.ChainPEM, again.ChainPEM, "the journaled certificate comes back")
+	assert.Equal(t, first.PrivateKeyPEM, again.PrivateKeyPEM)
+	assert.Equal(t, before.Requests, s.ca.Stats().Requests, "without asking the CA")
+
+	require.NoError(t, c.Collected(ctx, again))
+
+	second, _, err := obtain(t, c, req, 30*time.Second)
+	require.NoError(t, err)
+	assert.NotEqual(t, first.Leaf.SerialNumber, second.Leaf.SerialNumber, "after Collected, a new order")
+	assert.Equal(t, 2, s.ca.Stats().NewOrders)
+
+	third, err := c.Obtain(ctx, req)
+	require.NoError(t, err)
+	require.NoError(t, c.Collected(ctx, first), "a stale confirmation is not an error")
+
+	rec, err := cfg.Journal.Load(ctx, req.Key())
+	require.NoError(t, err, "and it leaves the newer order journaled")
+	assert.Equal(t, third.OrderURL, rec.OrderURL)
 }
 
 // TestSameRequestConcurrently starts two attempts for one request at once, the first with

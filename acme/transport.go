@@ -14,20 +14,20 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-acme/lego/v4/acme"
+	legoacme "github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/acme/api"
 )
 
-// HTTPOptions configure the connection-level part of the HTTP client for the CA.
-type HTTPOptions struct {
+// TransportOptions configure the connection-level part of the transport to the CA.
+type TransportOptions struct {
 	// RootCAFiles are PEM files of roots trusted for the CA's TLS certificate (a private CA).
 	RootCAFiles []string
 	// SystemRoots adds the system pool to RootCAFiles. With no RootCAFiles the system pool
 	// is used regardless.
 	SystemRoots bool
-	// DialTimeout bounds a TCP connect; default 10 s.
+	// DialTimeout bounds a TCP connect; default DefaultDialTimeout.
 	DialTimeout time.Duration
-	// TLSHandshakeTimeout bounds a TLS handshake; default 10 s.
+	// TLSHandshakeTimeout bounds a TLS handshake; default DefaultTLSHandshakeTimeout.
 	TLSHandshakeTimeout time.Duration
 }
 
@@ -38,21 +38,29 @@ type HTTPOptions struct {
 // the blind re-send then fails with badNonce. For finalize both timeouts are lifted and
 // only the order deadline (the Obtain context) bounds the wait.
 type Timeouts struct {
-	// ResponseHeader bounds the wait for response headers; default 30 s.
+	// ResponseHeader bounds the wait for response headers; default DefaultResponseHeaderTimeout.
 	ResponseHeader time.Duration
-	// Request bounds a whole request including reading the body; default 60 s.
+	// Request bounds a whole request including reading the body; default DefaultRequestTimeout.
 	Request time.Duration
 }
 
-// Defaults: 10 s to connect or handshake is generous for any reachable CA; 30 s for
-// headers matches lego's own client (the CA answers everything but finalize at once);
-// 60 s per request leaves room to read a large chain over a slow link.
+// The defaults of the timeouts to the CA. This package owns them; the configuration's
+// defaults are these values.
+//
+// 10 s to connect or to complete a TLS handshake is generous for any reachable CA. Every
+// request except finalize (exempt, see Timeouts) is answered at once by a working CA, so
+// 30 s without response headers means it is stuck, not busy. 60 s per request leaves room
+// to read a large chain over a slow link.
 const (
-	defaultDialTimeout      = 10 * time.Second
-	defaultHandshakeTimeout = 10 * time.Second
-	defaultHeaderTimeout    = 30 * time.Second
-	defaultRequestTimeout   = 60 * time.Second
+	DefaultDialTimeout           = 10 * time.Second
+	DefaultTLSHandshakeTimeout   = 10 * time.Second
+	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultRequestTimeout        = 60 * time.Second
 )
+
+// idleConnTimeout keeps a connection to the CA open between the requests of an order
+// (polls arrive seconds apart) without holding it for good.
+const idleConnTimeout = 90 * time.Second
 
 func orDefault(d, def time.Duration) time.Duration {
 	if d <= 0 {
@@ -62,30 +70,30 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// NewHTTPClient returns a client for an ACME CA with explicit dial and TLS handshake
+// NewTransport returns the transport for an ACME CA with explicit dial and TLS handshake
 // timeouts and the roots of opts. It sets no response-header or overall timeout on
 // purpose: the Client applies Timeouts per request (see Timeouts).
-func NewHTTPClient(opts HTTPOptions) (*http.Client, error) {
+func NewTransport(opts TransportOptions) (*http.Transport, error) {
 	pool, err := rootPool(opts)
 	if err != nil {
 		return nil, err
 	}
 
-	dialer := &net.Dialer{Timeout: orDefault(opts.DialTimeout, defaultDialTimeout), KeepAlive: 30 * time.Second}
+	dialer := &net.Dialer{Timeout: orDefault(opts.DialTimeout, DefaultDialTimeout), KeepAlive: 30 * time.Second}
 
-	return &http.Client{Transport: &http.Transport{
+	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           dialer.DialContext,
 		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout:   orDefault(opts.TLSHandshakeTimeout, defaultHandshakeTimeout),
+		TLSHandshakeTimeout:   orDefault(opts.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout),
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          10,
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:       idleConnTimeout,
 		ExpectContinueTimeout: time.Second,
-	}}, nil
+	}, nil
 }
 
-func rootPool(opts HTTPOptions) (*x509.CertPool, error) {
+func rootPool(opts TransportOptions) (*x509.CertPool, error) {
 	if len(opts.RootCAFiles) == 0 || opts.SystemRoots {
 		pool, err := x509.SystemCertPool()
 		if err != nil {
@@ -125,28 +133,32 @@ const maxErrorBody = 64 << 10
 // context, so a cancelled or expired Obtain ends the request in flight (and lego's loops
 // with it). It also applies Timeouts per request, records the Retry-After of every
 // response (lego drops it for orders and authorizations), and turns transport failures
-// and 5xx answers into *UnreachableError. Safe for concurrent use.
+// and 5xx answers into *UnreachableError. The directory and nonces come from the
+// Client's caCache when it has them, and every request that reaches the network waits for
+// the cache's rate limit. Safe for concurrent use.
 type exchange struct {
 	ctx      context.Context
 	base     http.RoundTripper
 	timeouts Timeouts
+	cache    *caCache
 
 	mu         sync.Mutex
 	retryAfter map[string]string   // request URL -> last Retry-After value ("" when absent)
 	longPolls  map[string]struct{} // request URLs exempt from Timeouts (finalize)
 }
 
-func newExchange(ctx context.Context, base http.RoundTripper, t Timeouts) *exchange {
+func newExchange(ctx context.Context, base http.RoundTripper, t Timeouts, cache *caCache) *exchange {
 	if base == nil {
 		base = http.DefaultTransport
 	}
 
 	return &exchange{
-		ctx:  ctx,
-		base: base,
+		ctx:   ctx,
+		base:  base,
+		cache: cache,
 		timeouts: Timeouts{
-			ResponseHeader: orDefault(t.ResponseHeader, defaultHeaderTimeout),
-			Request:        orDefault(t.Request, defaultRequestTimeout),
+			ResponseHeader: orDefault(t.ResponseHeader, DefaultResponseHeaderTimeout),
+			Request:        orDefault(t.Request, DefaultRequestTimeout),
 		},
 		retryAfter: map[string]string{},
 		longPolls:  map[string]struct{}{},
@@ -182,6 +194,14 @@ func (e *exchange) RetryAfter(url string) time.Duration {
 // RoundTrip implements http.RoundTripper.
 func (e *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 	url := req.URL.String()
+
+	if resp := e.cache.answer(req); resp != nil {
+		return resp, nil
+	}
+
+	if err := e.cache.wait(e.ctx); err != nil {
+		return nil, err
+	}
 
 	e.mu.Lock()
 	_, long := e.longPolls[url]
@@ -234,6 +254,10 @@ func (e *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 		cancel(nil)
 	}}
 
+	if err := e.cache.observe(req, resp); err != nil {
+		return nil, err
+	}
+
 	return resp, nil
 }
 
@@ -251,7 +275,7 @@ func unavailable(url string, resp *http.Response) error {
 		return ue
 	}
 
-	var pd acme.ProblemDetails
+	var pd legoacme.ProblemDetails
 	if json.Unmarshal(body, &pd) == nil && pd.Type != "" {
 		pd.URL, pd.Method, pd.HTTPStatus = url, resp.Request.Method, resp.StatusCode
 		ue.Problem, ue.Err = &pd, &pd

@@ -145,7 +145,7 @@ func TestExchange(t *testing.T) {
 				defer cancel()
 			}
 
-			ex := newExchange(ctx, srv.Client().Transport, test.timeouts)
+			ex := newExchange(ctx, srv.Client().Transport, test.timeouts, newCACache(srv.URL+"/directory", 0))
 			url := srv.URL + test.path
 
 			if test.long {
@@ -165,7 +165,7 @@ func TestExchange(t *testing.T) {
 	}
 }
 
-func TestNewHTTPClient(t *testing.T) {
+func TestNewTransport(t *testing.T) {
 	t.Parallel()
 
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
@@ -180,22 +180,22 @@ func TestNewHTTPClient(t *testing.T) {
 
 	tests := []struct {
 		desc       string
-		opts       HTTPOptions
+		opts       TransportOptions
 		wantNewErr string
 		wantGetErr bool
 	}{
-		{desc: "root from file", opts: HTTPOptions{RootCAFiles: []string{rootFile}, DialTimeout: time.Second, TLSHandshakeTimeout: time.Second}},
-		{desc: "root from file plus system pool", opts: HTTPOptions{RootCAFiles: []string{rootFile}, SystemRoots: true}},
-		{desc: "system pool does not know a private CA", opts: HTTPOptions{}, wantGetErr: true},
-		{desc: "missing file", opts: HTTPOptions{RootCAFiles: []string{filepath.Join(dir, "missing.pem")}}, wantNewErr: "read root CA file"},
-		{desc: "file without a certificate", opts: HTTPOptions{RootCAFiles: []string{junkFile}}, wantNewErr: "no PEM certificate"},
+		{desc: "root from file", opts: TransportOptions{RootCAFiles: []string{rootFile}, DialTimeout: time.Second, TLSHandshakeTimeout: time.Second}},
+		{desc: "root from file plus system pool", opts: TransportOptions{RootCAFiles: []string{rootFile}, SystemRoots: true}},
+		{desc: "system pool does not know a private CA", opts: TransportOptions{}, wantGetErr: true},
+		{desc: "missing file", opts: TransportOptions{RootCAFiles: []string{filepath.Join(dir, "missing.pem")}}, wantNewErr: "read root CA file"},
+		{desc: "file without a certificate", opts: TransportOptions{RootCAFiles: []string{junkFile}}, wantNewErr: "no PEM certificate"},
 	}
 
 	for _, test := range tests {
 		t.Run(test.desc, func(t *testing.T) {
 			t.Parallel()
 
-			hc, err := NewHTTPClient(test.opts)
+			tr, err := NewTransport(test.opts)
 			if test.wantNewErr != "" {
 				require.ErrorContains(t, err, test.wantNewErr)
 
@@ -203,9 +203,9 @@ func TestNewHTTPClient(t *testing.T) {
 			}
 
 			require.NoError(t, err)
-			assert.Zero(t, hc.Timeout, "the Client applies timeouts per request")
+			assert.Zero(t, tr.ResponseHeaderTimeout, "the Client applies timeouts per request")
 
-			resp, err := hc.Get(srv.URL)
+			resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
 			if test.wantGetErr {
 				require.Error(t, err)
 

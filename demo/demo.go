@@ -44,6 +44,10 @@ type Options struct {
 	// EABKID and EABHMAC, when set, go into the resolver's eab settings
 	// (the CA requires them when CA.EABKeys is set).
 	EABKID, EABHMAC string
+	// Profile is the resolver's profile (e.g. testca.MinuteProfile for
+	// 60-second certificates); empty: none, and the test CA issues
+	// testca.DefaultProfile's.
+	Profile string
 }
 
 // Sandbox is a running installation. Close releases it.
@@ -132,6 +136,9 @@ func (s *Sandbox) WriteConfig(certificates ...[]string) (*config.Config, error) 
 		ResolverName, s.CA.DirectoryURL(), strconv.Quote(s.rootFile))
 	if s.opts.MaxConcurrentOrders > 0 {
 		fmt.Fprintf(&b, "    maxConcurrentOrders: %d\n", s.opts.MaxConcurrentOrders)
+	}
+	if s.opts.Profile != "" {
+		fmt.Fprintf(&b, "    profile: %s\n", strconv.Quote(s.opts.Profile))
 	}
 	if s.opts.EABKID != "" {
 		fmt.Fprintf(&b, "    eab:\n      kid: %s\n      hmacEncoded: %s\n", strconv.Quote(s.opts.EABKID), strconv.Quote(s.opts.EABHMAC))

@@ -53,6 +53,9 @@ type stackOptions struct {
 	// dynamic holds extra dynamic-configuration files (name → content)
 	// written into the watched directory before Traefik starts.
 	dynamic map[string]any
+	// traefik configures the Traefik process (env, catalog); newStack sets
+	// its watchDir.
+	traefik traefikOptions
 }
 
 // stack is Traefik (with the plugin) + the test CA + certfetch, wired as
@@ -93,7 +96,9 @@ func newStack(t testing.TB, opts stackOptions) *stack {
 		}
 	})
 
-	s.traefik = startTraefik(t, traefikOptions{watchDir: s.watchDir})
+	trOpts := opts.traefik
+	trOpts.watchDir = s.watchDir
+	s.traefik = startTraefik(t, trOpts)
 
 	caOpts := opts.ca
 	caOpts.HTTPPort = s.traefik.web

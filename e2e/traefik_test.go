@@ -80,6 +80,13 @@ type traefikOptions struct {
 	static map[string]any
 	// env is added to Traefik's environment.
 	env []string
+	// catalog keeps README's experimental.plugins (the plugin catalog)
+	// instead of loading the working tree as a local plugin; the test must
+	// then give Traefik a way to the catalog (env, see catalog_test.go).
+	catalog bool
+	// dir, when set, is Traefik's working directory (reused across a
+	// restart: plugins-storage lives there); otherwise a new one.
+	dir string
 }
 
 // traefik is a running Traefik process.
@@ -116,20 +123,31 @@ func startTraefik(t testing.TB, opts traefikOptions) *traefik {
 func tryStartTraefik(t testing.TB, opts traefikOptions) (*traefik, error) {
 	t.Helper()
 	bin := traefikBinary(t)
-	tr := &traefik{dir: t.TempDir(), log: &testsupport.SyncBuffer{}, exited: make(chan struct{})}
+	tr := &traefik{dir: opts.dir, log: &testsupport.SyncBuffer{}, exited: make(chan struct{})}
+	if tr.dir == "" {
+		tr.dir = t.TempDir()
+		tr.logPath = filepath.Join(tr.dir, "traefik.log")
+	} else {
+		// A reused directory keeps the earlier process's log.
+		f, err := os.CreateTemp(tr.dir, "traefik-*.log")
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+		tr.logPath = f.Name()
+	}
 	if opts.ports != nil {
 		tr.web, tr.websecure, tr.ping = opts.ports[0], opts.ports[1], opts.ports[2]
 	} else {
 		ports := freePorts(t, 3)
 		tr.web, tr.websecure, tr.ping = ports[0], ports[1], ports[2]
 	}
-	copyPlugin(t, filepath.Join(tr.dir, "plugins-local", "src", moduleName))
+	if !opts.catalog {
+		copyPlugin(t, filepath.Join(tr.dir, "plugins-local", "src", moduleName))
+	}
 
 	static := staticConfig(t, tr, opts)
 	staticPath := filepath.Join(tr.dir, "traefik.yml")
 	require.NoError(t, os.WriteFile(staticPath, static, 0o600))
 
-	tr.logPath = filepath.Join(tr.dir, "traefik.log")
 	cmd := exec.Command(bin, "--configFile="+staticPath)
 	cmd.Dir = tr.dir
 	cmd.Env = append(os.Environ(), opts.env...)
@@ -179,7 +197,8 @@ func tryStartTraefik(t testing.TB, opts traefikOptions) (*traefik, error) {
 // staticConfig is testdata/traefik/traefik.yml (the file README quotes) with
 // only what a test machine needs changed: loopback addresses on free ports,
 // the watched directory, the plugin from the working tree as a local plugin
-// instead of the catalog, DEBUG logs, ping for readiness, no phoning home.
+// instead of the catalog (unless opts.catalog), DEBUG logs, ping for
+// readiness, no phoning home.
 // Everything that decides routing (the redirect, allowACMEByPass, the file
 // provider's watch) is used as written.
 func staticConfig(t testing.TB, tr *traefik, opts traefikOptions) []byte {
@@ -198,8 +217,10 @@ func staticConfig(t testing.TB, tr *traefik, opts traefikOptions) []byte {
 	experimental := mapAt(t, cfg, "experimental")
 	catalog := mapAt(t, mapAt(t, experimental, "plugins"), pluginName)
 	require.Equal(t, moduleName, catalog["moduleName"])
-	delete(experimental, "plugins")
-	experimental["localPlugins"] = map[string]any{pluginName: map[string]any{"moduleName": moduleName}}
+	if !opts.catalog {
+		delete(experimental, "plugins")
+		experimental["localPlugins"] = map[string]any{pluginName: map[string]any{"moduleName": moduleName}}
+	}
 
 	cfg["log"] = map[string]any{"level": "DEBUG", "noColor": true}
 	cfg["ping"] = map[string]any{"entryPoint": "traefik"}
@@ -235,6 +256,14 @@ func copyPlugin(t testing.TB, dst string) {
 		}
 	}
 	require.NotZero(t, copied, "no plugin source found in %s", repoRoot)
+}
+
+// stop kills Traefik and waits until it has exited, for a restart in the
+// same directory. The test's cleanup still runs (and finds it stopped).
+func (tr *traefik) stop(t testing.TB) {
+	t.Helper()
+	require.NoError(t, tr.cmd.Process.Kill())
+	<-tr.exited
 }
 
 // waitForPlugin waits until the web entry point routes the challenge path

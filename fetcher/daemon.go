@@ -43,10 +43,6 @@ const (
 	// again when the CA sends no Retry-After (RFC 9773 §4.3 suggests a few
 	// times a day).
 	ariRecheck = 6 * time.Hour
-
-	// maxIdle caps the daemon's sleep between passes, so that a clock jump
-	// or a lost wake-up costs at most this much delay.
-	maxIdle = time.Hour
 )
 
 // Options are the daemon's collaborators; the zero value works.

@@ -208,6 +208,9 @@ func (j *job) obtain(ctx context.Context, rec *store.Certificate, issued bool, n
 	if err := j.d.store.SaveCertificate(ctx, rec); err != nil {
 		return now.Add(backoffBase), fmt.Errorf("save issued certificate: %w", err)
 	}
+	if err := client.Collected(ctx, got); err != nil {
+		log.Warn("forget the collected order", "err", err)
+	}
 	return j.publish(ctx, rec, now)
 }
 

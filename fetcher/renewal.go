@@ -20,7 +20,7 @@ func fetchRenewalWindow(ctx context.Context, client *acme.Client, certPEM []byte
 	if err != nil {
 		return nil, err
 	}
-	return &renewalWindow{start: info.SuggestedWindow.Start, end: info.SuggestedWindow.End, retryAfter: info.RetryAfter}, nil
+	return &renewalWindow{start: info.Start, end: info.End, retryAfter: info.RetryAfter}, nil
 }
 
 // pick returns a uniformly random time in the window, as RFC 9773 §4.2

@@ -124,7 +124,7 @@ func (r *resolver) acmeClient(ctx context.Context) (*acme.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolver %s: account key: %w", r.cfg.Name, err)
 	}
-	httpClient, err := acme.NewHTTPClient(acme.HTTPOptions{
+	transport, err := acme.NewTransport(acme.TransportOptions{
 		RootCAFiles:         r.cfg.CACertificates,
 		SystemRoots:         r.cfg.CASystemCertPool,
 		DialTimeout:         r.cfg.HTTP.DialTimeout,
@@ -143,7 +143,7 @@ func (r *resolver) acmeClient(ctx context.Context) (*acme.Client, error) {
 	client, err := acme.NewClient(ctx, acme.Config{
 		DirectoryURL: r.cfg.CAServer,
 		Account:      account,
-		HTTPClient:   httpClient,
+		Transport:    transport,
 		Timeouts:     acme.Timeouts{ResponseHeader: r.cfg.HTTP.ResponseHeaderTimeout, Request: r.cfg.HTTP.RequestTimeout},
 		Journal:      r.store.Journal(),
 		Solver:       r.solver,

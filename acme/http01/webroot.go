@@ -13,7 +13,9 @@ import (
 
 // Webroot publishes challenges as files under a web root, in the layout the plugin's
 // webroot mode reads: <Dir>/.well-known/acme-challenge/<token>, mode 0644, containing
-// exactly the key authorization. Safe for concurrent use with distinct tokens.
+// exactly the key authorization. Directories it creates are 0755 whatever the umask:
+// Traefik, which serves them, usually runs as another user. Safe for concurrent use with
+// distinct tokens.
 type Webroot struct {
 	Dir string
 }
@@ -34,7 +36,7 @@ func (w *Webroot) Present(domain, token, keyAuth string) error {
 	}
 
 	dir := w.challengeDir()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := atomicfile.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("http01: webroot challenge for %s: %w", domain, err)
 	}
 

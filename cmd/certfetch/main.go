@@ -51,6 +51,7 @@ Usage:
                                          print the account key thumbprint for the plugin
   certfetch demo       [--ca-delay 42s] [--timeout 30s] [--dir DIR]
                                          self-contained demo against a local slow test CA
+  certfetch version                      print version, VCS revision and Go version (also --version)
 
 The configuration file is --config FILE, else $CERTFETCH_CONFIG, else ` + defaultConfigPath + `.
 Run 'certfetch <command> --help' for a command's flags.
@@ -72,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"status":     cmdStatus,
 		"thumbprint": cmdThumbprint,
 		"demo":       cmdDemo,
+		"version":    cmdVersion,
+		"--version":  cmdVersion,
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {

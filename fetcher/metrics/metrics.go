@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/certfetch/certfetch/internal/buildinfo"
 )
 
 const namespace = "certfetch"
@@ -30,6 +32,12 @@ const namespace = "certfetch"
 // apart, and sparse up to 30 min for deadlines configured that long. Anything
 // slower lands only in +Inf. 13 buckets keep each series cheap.
 var issuanceBuckets = []float64{1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 300, 600, 1800}
+
+// phaseBuckets are the upper bounds, in seconds, of the order phase histogram.
+// A phase of a healthy order takes milliseconds (new order, download) to a
+// few seconds (validation); finalize on a slow CA takes as long as the whole
+// order, so the top bounds follow issuanceBuckets.
+var phaseBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 1800}
 
 // Metrics records what the daemon does. It is safe for concurrent use.
 //
@@ -46,10 +54,15 @@ type Metrics struct {
 	failures    *prometheus.CounterVec
 	expiry      *prometheus.GaugeVec
 	lastSuccess *prometheus.GaugeVec
+	renewal     *prometheus.GaugeVec
+	inFlight    *prometheus.GaugeVec
+	timeout     *prometheus.GaugeVec
+	phases      *prometheus.HistogramVec
 }
 
 // New returns Metrics registered on a new private registry, along with the
-// Go runtime and process collectors.
+// Go runtime and process collectors and certfetch_build_info, which
+// describes the running binary (see newBuildInfo).
 func New() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
@@ -79,6 +92,27 @@ func New() *Metrics {
 			Name:      "last_success_timestamp_seconds",
 			Help:      "Time of the last successful issuance, as a Unix timestamp in seconds, by configured certificate name.",
 		}, []string{"name"}),
+		renewal: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "certificate_renewal_timestamp_seconds",
+			Help:      "When the current certificate is due for renewal, as a Unix timestamp in seconds, by configured certificate name.",
+		}, []string{"name"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "orders_in_flight",
+			Help:      "Order attempts running now, by resolver.",
+		}, []string{"resolver"}),
+		timeout: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "order_timeout_seconds",
+			Help:      "The configured order deadline of one attempt, by resolver.",
+		}, []string{"resolver"}),
+		phases: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "order_phase_duration_seconds",
+			Help:      "Time spent in one phase of an order attempt (new_order, authorization, finalize, download), by resolver and phase.",
+			Buckets:   phaseBuckets,
+		}, []string{"resolver", "phase"}),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -88,8 +122,31 @@ func New() *Metrics {
 		m.failures,
 		m.expiry,
 		m.lastSuccess,
+		m.renewal,
+		m.inFlight,
+		m.timeout,
+		m.phases,
+		newBuildInfo(buildinfo.Read()),
 	)
 	return m
+}
+
+// newBuildInfo is certfetch_build_info{version,revision,goversion}, the
+// Prometheus convention for describing a binary: one series whose value is
+// always 1 and whose labels say what runs, so that dashboards and alerts can
+// join on them (e.g. `* on(instance) group_left(version) certfetch_build_info`)
+// and a rollout shows as the labels changing. version is the module version
+// ("(devel)" for go run), revision the commit with "+dirty" for uncommitted
+// changes ("unknown" without VCS data), goversion the toolchain, all as
+// internal/buildinfo reads them from the binary.
+func newBuildInfo(info buildinfo.Info) prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace,
+		Name:      "build_info",
+		Help:      "Always 1; the labels describe the running certfetch binary: module version, VCS revision (+dirty for uncommitted changes) and Go version.",
+	}, []string{"version", "revision", "goversion"})
+	g.WithLabelValues(info.Version, info.RevisionLabel(), info.GoVersion).Set(1)
+	return g
 }
 
 // ObserveIssuance records how long an order took, in
@@ -114,7 +171,8 @@ func (m *Metrics) OrderPoll(resolver string) {
 
 // Failure counts one failed attempt, in
 // certfetch_failures_total{resolver,reason}. reason is a short fixed word:
-// rate_limited, unreachable, authorization, order_invalid, deadline or other.
+// rate_limited, unreachable, authorization, order_invalid, bad_certificate,
+// account, deadline, store, publish or other.
 func (m *Metrics) Failure(resolver, reason string) {
 	if m == nil {
 		return
@@ -139,15 +197,69 @@ func (m *Metrics) SetLastSuccess(name string, t time.Time) {
 	m.lastSuccess.WithLabelValues(name).Set(unixSeconds(t))
 }
 
-// DeleteCertificate removes the expiry and last success series of a
-// certificate dropped from the configuration, so that alerts on expiry stop
-// firing for it. Deleting an unknown name does nothing.
+// SetRenewal sets certfetch_certificate_renewal_timestamp_seconds{name} to
+// when the certificate is due for renewal.
+func (m *Metrics) SetRenewal(name string, renewAt time.Time) {
+	if m == nil {
+		return
+	}
+	m.renewal.WithLabelValues(name).Set(unixSeconds(renewAt))
+}
+
+// OrderStarted and OrderDone move certfetch_orders_in_flight{resolver}.
+func (m *Metrics) OrderStarted(resolver string) {
+	if m == nil {
+		return
+	}
+	m.inFlight.WithLabelValues(resolver).Inc()
+}
+
+// OrderDone: see OrderStarted.
+func (m *Metrics) OrderDone(resolver string) {
+	if m == nil {
+		return
+	}
+	m.inFlight.WithLabelValues(resolver).Dec()
+}
+
+// SetOrderTimeout sets certfetch_order_timeout_seconds{resolver}.
+func (m *Metrics) SetOrderTimeout(resolver string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.timeout.WithLabelValues(resolver).Set(d.Seconds())
+}
+
+// ObservePhase records one phase of an order in
+// certfetch_order_phase_duration_seconds{resolver,phase}; phase is one of
+// the acme.Phase* names.
+func (m *Metrics) ObservePhase(resolver, phase string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.phases.WithLabelValues(resolver, phase).Observe(d.Seconds())
+}
+
+// DeleteCertificate removes the series of a certificate dropped from the
+// configuration, so that alerts on expiry stop firing for it. Deleting an
+// unknown name does nothing.
 func (m *Metrics) DeleteCertificate(name string) {
 	if m == nil {
 		return
 	}
 	m.expiry.DeleteLabelValues(name)
 	m.lastSuccess.DeleteLabelValues(name)
+	m.renewal.DeleteLabelValues(name)
+}
+
+// DeleteResolver removes the series of a resolver dropped from the
+// configuration.
+func (m *Metrics) DeleteResolver(name string) {
+	if m == nil {
+		return
+	}
+	m.timeout.DeleteLabelValues(name)
+	m.inFlight.DeleteLabelValues(name)
 }
 
 // Handler returns the HTTP handler to serve: GET /metrics exposes the

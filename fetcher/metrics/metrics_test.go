@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -16,15 +17,21 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/certfetch/certfetch/fetcher/metrics"
+	"github.com/certfetch/certfetch/internal/buildinfo"
 )
 
-// certfetchNames are all the metric families the package defines.
+// certfetchNames are the metric families that record what the daemon does
+// (certfetch_build_info, set from the start, is tested on its own).
 var certfetchNames = []string{
 	"certfetch_issuance_duration_seconds",
 	"certfetch_order_polls_total",
 	"certfetch_failures_total",
 	"certfetch_certificate_expiry_timestamp_seconds",
 	"certfetch_last_success_timestamp_seconds",
+	"certfetch_certificate_renewal_timestamp_seconds",
+	"certfetch_orders_in_flight",
+	"certfetch_order_timeout_seconds",
+	"certfetch_order_phase_duration_seconds",
 }
 
 const (
@@ -168,6 +175,65 @@ certfetch_certificate_expiry_timestamp_seconds{name="web"} 1798761600
 			names: []string{"certfetch_certificate_expiry_timestamp_seconds", "certfetch_last_success_timestamp_seconds"},
 			want: expiryHeader + `certfetch_certificate_expiry_timestamp_seconds{name="web"} 1798761600
 ` + lastSuccessHeader + `certfetch_last_success_timestamp_seconds{name="web"} 1798761600
+`,
+		},
+		{
+			desc: "SetRenewal exposes the renewal time; DeleteCertificate removes it",
+			record: func(m *metrics.Metrics) {
+				m.SetRenewal("web", jan2027)
+				m.SetRenewal("dropped", jan2027)
+				m.DeleteCertificate("dropped")
+			},
+			names: []string{"certfetch_certificate_renewal_timestamp_seconds"},
+			want: `# HELP certfetch_certificate_renewal_timestamp_seconds When the current certificate is due for renewal, as a Unix timestamp in seconds, by configured certificate name.
+# TYPE certfetch_certificate_renewal_timestamp_seconds gauge
+certfetch_certificate_renewal_timestamp_seconds{name="web"} 1798761600
+`,
+		},
+		{
+			desc: "orders in flight go up and down; the order timeout is per resolver; DeleteResolver removes both",
+			record: func(m *metrics.Metrics) {
+				m.OrderStarted("internal")
+				m.OrderStarted("internal")
+				m.OrderDone("internal")
+				m.SetOrderTimeout("internal", 90*time.Second)
+				m.OrderStarted("old")
+				m.SetOrderTimeout("old", time.Minute)
+				m.DeleteResolver("old")
+			},
+			names: []string{"certfetch_orders_in_flight", "certfetch_order_timeout_seconds"},
+			want: `# HELP certfetch_order_timeout_seconds The configured order deadline of one attempt, by resolver.
+# TYPE certfetch_order_timeout_seconds gauge
+certfetch_order_timeout_seconds{resolver="internal"} 90
+# HELP certfetch_orders_in_flight Order attempts running now, by resolver.
+# TYPE certfetch_orders_in_flight gauge
+certfetch_orders_in_flight{resolver="internal"} 1
+`,
+		},
+		{
+			desc: "ObservePhase fills the phase histogram",
+			record: func(m *metrics.Metrics) {
+				m.ObservePhase("internal", "finalize", 42*time.Second)
+			},
+			names: []string{"certfetch_order_phase_duration_seconds"},
+			want: `# HELP certfetch_order_phase_duration_seconds Time spent in one phase of an order attempt (new_order, authorization, finalize, download), by resolver and phase.
+# TYPE certfetch_order_phase_duration_seconds histogram
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="0.05"} 0
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="0.1"} 0
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="0.25"} 0
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="0.5"} 0
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="1"} 0
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="2"} 0
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="5"} 0
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="10"} 0
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="30"} 0
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="60"} 1
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="120"} 1
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="300"} 1
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="1800"} 1
+certfetch_order_phase_duration_seconds_bucket{phase="finalize",resolver="internal",le="+Inf"} 1
+certfetch_order_phase_duration_seconds_sum{phase="finalize",resolver="internal"} 42
+certfetch_order_phase_duration_seconds_count{phase="finalize",resolver="internal"} 1
 `,
 		},
 		{
@@ -333,6 +399,38 @@ func TestNilMetricsIsNoOp(t *testing.T) {
 		m.SetCertificate("web", time.Now())
 		m.SetLastSuccess("web", time.Now())
 		m.DeleteCertificate("web")
+		m.SetRenewal("web", time.Now())
+		m.OrderStarted("internal")
+		m.OrderDone("internal")
+		m.SetOrderTimeout("internal", time.Minute)
+		m.ObservePhase("internal", "finalize", time.Second)
+		m.DeleteResolver("internal")
 		assert.NotNil(t, m.Handler())
 	})
+}
+
+// TestBuildInfo: certfetch_build_info is exposed from the start with value 1
+// and the running binary's version, revision and Go version as labels.
+func TestBuildInfo(t *testing.T) {
+	t.Parallel()
+	resp, err := http.Get(serveMetrics(t, metrics.New()))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	require.NoError(t, err)
+	family, ok := families["certfetch_build_info"]
+	require.True(t, ok, "certfetch_build_info is exposed")
+	require.Len(t, family.GetMetric(), 1)
+	info := buildinfo.Read()
+	labels := map[string]string{}
+	for _, l := range family.GetMetric()[0].GetLabel() {
+		labels[l.GetName()] = l.GetValue()
+	}
+	assert.Equal(t, map[string]string{
+		"version":   info.Version,
+		"revision":  info.RevisionLabel(),
+		"goversion": runtime.Version(),
+	}, labels)
+	assert.Equal(t, 1.0, family.GetMetric()[0].GetGauge().GetValue())
 }

@@ -59,3 +59,30 @@ func SyncDir(dir string) error {
 	}
 	return nil
 }
+
+// MkdirAll creates dir and any missing parents with exactly perm, whatever the process
+// umask (os.MkdirAll applies it: under systemd's UMask=0077 a web root's
+// .well-known/acme-challenge would come out 0700, unreadable for the web server).
+// Directories that exist are left as they are. The parents' entries are synced, so the
+// new directories survive a crash.
+func MkdirAll(dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("create directory %s: exists and is not a directory", dir)
+		}
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, perm); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create directory %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, perm); err != nil {
+		return fmt.Errorf("create directory %s: %w", dir, err)
+	}
+	return SyncDir(filepath.Dir(dir))
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/go-acme/lego/v4/acme/api"
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/challenge"
+	"github.com/go-acme/lego/v4/lego"
 	"github.com/go-acme/lego/v4/registration"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -40,13 +41,15 @@ func startCA(t *testing.T, opts testca.Options) *testca.CA {
 }
 
 // recordingTransport counts the requests a client sends and remembers the
-// last Retry-After header per URL (lego's Orders.Get drops it).
+// last Retry-After header and status code per URL (lego's Orders.Get drops
+// the first, and lego never shows the second).
 type recordingTransport struct {
 	next http.RoundTripper
 
 	mu         sync.Mutex
 	requests   int
 	retryAfter map[string]string
+	status     map[string]int
 }
 
 func (rt *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -56,8 +59,15 @@ func (rt *recordingTransport) RoundTrip(req *http.Request) (*http.Response, erro
 	rt.requests++
 	if err == nil {
 		rt.retryAfter[req.URL.String()] = resp.Header.Get("Retry-After")
+		rt.status[req.URL.String()] = resp.StatusCode
 	}
 	return resp, err
+}
+
+func (rt *recordingTransport) lastStatus(url string) int {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.status[url]
 }
 
 func (rt *recordingTransport) lastRetryAfter(url string) string {
@@ -85,8 +95,16 @@ func newClient(t *testing.T, ca *testca.CA) *client {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
+	return newClientWithKey(t, ca, key)
+}
+
+// newClientWithKey creates a client for an account key, that signs with the
+// key itself (JWK) until it registers: how a client that lost its account
+// URL, or was told the account does not exist, starts again.
+func newClientWithKey(t *testing.T, ca *testca.CA, key crypto.Signer) *client {
+	t.Helper()
 	httpClient := ca.HTTPClient()
-	transport := &recordingTransport{next: httpClient.Transport, retryAfter: map[string]string{}}
+	transport := &recordingTransport{next: httpClient.Transport, retryAfter: map[string]string{}, status: map[string]int{}}
 	httpClient.Transport = transport
 	core, err := api.New(httpClient, userAgent, ca.DirectoryURL(), "", key)
 	require.NoError(t, err)
@@ -107,7 +125,15 @@ func newAccountClient(t *testing.T, ca *testca.CA) *client {
 // AlwaysValid CA and returns the order once it is ready, with a CSR for it.
 func (c *client) readyOrder(t *testing.T, domain string) (acme.ExtendedOrder, []byte) {
 	t.Helper()
-	order, err := c.core.Orders.New([]string{domain})
+	order := c.readyOrderWithProfile(t, domain, "")
+	return order, newCSR(t, domain)
+}
+
+// readyOrderWithProfile is readyOrder for an order that names profile ("":
+// none), without the CSR.
+func (c *client) readyOrderWithProfile(t *testing.T, domain, profile string) acme.ExtendedOrder {
+	t.Helper()
+	order, err := c.core.Orders.NewWithOptions([]string{domain}, &api.OrderOptions{Profile: profile})
 	require.NoError(t, err)
 	for _, authzURL := range order.Authorizations {
 		authz, err := c.core.Authorizations.Get(authzURL)
@@ -123,7 +149,22 @@ func (c *client) readyOrder(t *testing.T, domain string) (acme.ExtendedOrder, []
 	ready, err := c.core.Orders.Get(order.Location)
 	require.NoError(t, err)
 	require.Equal(t, acme.StatusReady, ready.Status)
-	return order, newCSR(t, domain)
+	return order
+}
+
+// finalize finalizes a ready order with csr on an Instant CA and returns
+// its certificate URL.
+func (c *client) finalize(t *testing.T, order acme.ExtendedOrder, csr []byte) string {
+	t.Helper()
+	_, err := c.core.Orders.UpdateForCSR(order.Finalize, csr)
+	require.NoError(t, err)
+	var certURL string
+	require.Eventually(t, func() bool {
+		o, err := c.core.Orders.Get(order.Location)
+		certURL = o.Certificate
+		return err == nil && o.Status == acme.StatusValid
+	}, 10*time.Second, pollInterval)
+	return certURL
 }
 
 func findChallenge(t *testing.T, authz acme.Authorization, challengeType string) acme.Challenge {
@@ -139,26 +180,32 @@ func findChallenge(t *testing.T, authz acme.Authorization, challengeType string)
 
 func newCSR(t *testing.T, domain string) []byte {
 	t.Helper()
+	csr, _ := newCSRWithKey(t, domain)
+	return csr
+}
+
+// newCSRWithKey returns a CSR for domain and the P-256 key it carries.
+func newCSRWithKey(t *testing.T, domain string) ([]byte, *ecdsa.PrivateKey) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	csr, err := certcrypto.CreateCSR(key, certcrypto.CSROptions{Domain: domain, SAN: []string{domain}})
 	require.NoError(t, err)
-	return csr
+	return csr, key
 }
 
 // issue runs a whole order on an AlwaysValid Instant CA and returns the
 // issued chain (leaf first) as PEM.
 func (c *client) issue(t *testing.T, domain string) []byte {
 	t.Helper()
-	order, csr := c.readyOrder(t, domain)
-	_, err := c.core.Orders.UpdateForCSR(order.Finalize, csr)
-	require.NoError(t, err)
-	var certURL string
-	require.Eventually(t, func() bool {
-		o, err := c.core.Orders.Get(order.Location)
-		certURL = o.Certificate
-		return err == nil && o.Status == acme.StatusValid
-	}, 10*time.Second, pollInterval)
+	return c.issueWithProfile(t, domain, "")
+}
+
+// issueWithProfile is issue for an order that names profile.
+func (c *client) issueWithProfile(t *testing.T, domain, profile string) []byte {
+	t.Helper()
+	order := c.readyOrderWithProfile(t, domain, profile)
+	certURL := c.finalize(t, order, newCSR(t, domain))
 	chain, _, err := c.core.Certificates.Get(certURL, true)
 	require.NoError(t, err)
 	return chain
@@ -200,6 +247,7 @@ type http01Server struct {
 	mu       sync.Mutex
 	keyAuths map[string]string // token -> key authorization
 	served   int               // key authorizations served
+	requests int               // every request
 }
 
 func startHTTP01Server(t *testing.T) *http01Server {
@@ -214,6 +262,12 @@ func startHTTP01Server(t *testing.T) *http01Server {
 }
 
 func (s *http01Server) port() int { return s.listener.Addr().(*net.TCPAddr).Port }
+
+func (s *http01Server) requestCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
 
 func (s *http01Server) servedCount() int {
 	s.mu.Lock()
@@ -238,6 +292,7 @@ func (s *http01Server) CleanUp(_, token, _ string) error {
 func (s *http01Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	token, ok := strings.CutPrefix(r.URL.Path, "/.well-known/acme-challenge/")
 	s.mu.Lock()
+	s.requests++
 	keyAuth, known := s.keyAuths[token]
 	if ok && known {
 		s.served++
@@ -260,3 +315,22 @@ type legoUser struct {
 func (u *legoUser) GetEmail() string                        { return "" }
 func (u *legoUser) GetRegistration() *registration.Resource { return u.registration }
 func (u *legoUser) GetPrivateKey() crypto.PrivateKey        { return u.key }
+
+// newLegoClient returns lego's high-level client with a registered account,
+// solving HTTP-01 with solver.
+func newLegoClient(t *testing.T, ca *testca.CA, solver *http01Server) *lego.Client {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	user := &legoUser{key: key}
+	config := lego.NewConfig(user)
+	config.CADirURL = ca.DirectoryURL()
+	config.HTTPClient = ca.HTTPClient()
+	config.Certificate.KeyType = certcrypto.EC256
+	legoClient, err := lego.NewClient(config)
+	require.NoError(t, err)
+	require.NoError(t, legoClient.Challenge.SetHTTP01Provider(solver))
+	user.registration, err = legoClient.Registration.Register(registration.RegisterOptions{TermsOfServiceAgreed: true})
+	require.NoError(t, err)
+	return legoClient
+}

@@ -42,10 +42,12 @@ const pebbleChainLength = 1
 // (Pebble's own default; nothing checks CAA here).
 const pebbleCAAIdentity = "pebble.letsencrypt.org"
 
-// pebble is the in-process Pebble: its database, CA and ACME front end.
+// pebble is the in-process Pebble: its database, CA, validation authority
+// and ACME front end.
 type pebble struct {
 	db      *db.MemoryStore
 	ca      *ca.CAImpl
+	va      *va.VAImpl
 	handler http.Handler
 }
 
@@ -66,6 +68,10 @@ func newPebble(opts Options, dnsAddr string, logger *log.Logger) (*pebble, error
 		ShortLivedProfile: {
 			Description:    "6-day certificates",
 			ValidityPeriod: uint64(ShortLivedProfileValidity / time.Second),
+		},
+		MinuteProfile: {
+			Description:    "60-second certificates, for renewal tests",
+			ValidityPeriod: uint64(MinuteProfileValidity / time.Second),
 		},
 	}
 	authority := ca.New(logger, store, "", pebbleKeyAlgorithm, 0, pebbleChainLength, profiles)
@@ -88,7 +94,7 @@ func newPebble(opts Options, dnsAddr string, logger *log.Logger) (*pebble, error
 	// Pebble itself sends no Retry-After (0, 0): the slow wrapper owns it.
 	frontEnd := wfe.New(logger, store, validator, authority, []string{pebbleCAAIdentity},
 		false, len(opts.EABKeys) > 0, 0, 0)
-	return &pebble{db: store, ca: authority, handler: frontEnd.Handler()}, nil
+	return &pebble{db: store, ca: authority, va: validator, handler: frontEnd.Handler()}, nil
 }
 
 func boolEnv(b bool) string {

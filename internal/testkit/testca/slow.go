@@ -2,23 +2,26 @@ package testca
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/letsencrypt/pebble/v2/acme"
+	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
+	"github.com/letsencrypt/pebble/v2/va"
 )
 
 // Pebble v2.10.3's endpoint paths (unexported constants in its wfe package).
@@ -26,78 +29,117 @@ import (
 const (
 	directoryPath   = "/dir"
 	noncePath       = "/nonce-plz"
+	newAccountPath  = "/sign-me-up"
+	acctPath        = "/my-account/"
 	newOrderPath    = "/order-plz"
 	orderPath       = "/my-order/"
 	finalizePath    = "/finalize-order/"
 	authzPath       = "/authZ/"
+	challengePath   = "/chalZ/"
 	certPath        = "/certZ/"
 	renewalInfoPath = "/draft-ietf-acme-ari-03/renewalInfo/"
 )
 
-// ACME problem types (RFC 8555 §6.7) the wrapper sends itself.
+// ACME problem types (RFC 8555 §6.7) the wrapper sends or recognises.
 const (
-	problemRateLimited    = "urn:ietf:params:acme:error:rateLimited"
-	problemMalformed      = "urn:ietf:params:acme:error:malformed"
-	problemServerInternal = "urn:ietf:params:acme:error:serverInternal"
+	problemRateLimited         = "urn:ietf:params:acme:error:rateLimited"
+	problemMalformed           = "urn:ietf:params:acme:error:malformed"
+	problemServerInternal      = "urn:ietf:params:acme:error:serverInternal"
+	problemAccountDoesNotExist = "urn:ietf:params:acme:error:accountDoesNotExist"
+	problemConnection          = "urn:ietf:params:acme:error:connection"
+	problemDNS                 = "urn:ietf:params:acme:error:dns"
+	problemUnauthorized        = "urn:ietf:params:acme:error:unauthorized"
+	problemRejectedIdentifier  = "urn:ietf:params:acme:error:rejectedIdentifier"
 )
 
-// slowHandler wraps Pebble's handler: it counts requests, injects faults and
-// delays orders after finalize. Request bodies and the Host header reach
-// Pebble untouched (the JWS signs the URL).
+// maxRequestBody bounds the request bodies the wrapper reads (a JWS with a
+// CSR is a few kilobytes).
+const maxRequestBody = 1 << 20
+
+// slowHandler wraps Pebble's handler: it counts requests, holds them,
+// injects faults and delays orders after finalize. Request bodies and the
+// Host header reach Pebble untouched (the JWS signs the URL).
 type slowHandler struct {
 	pebble     http.Handler
 	db         *db.MemoryStore
+	ca         *ca.CAImpl
+	va         *va.VAImpl
 	mode       SlowMode
 	retryAfter time.Duration
-	delay      atomic.Int64 // time.Duration applied to the next finalize
+	delay      time.Duration
 	logger     *slog.Logger
 	stats      counters
 	faults     faults
+	holds      holds
+	// validations counts challenge validations in progress under
+	// KeepFailedChallengesPending; reads of orders, authorizations and
+	// challenges wait for them.
+	validations inflight
 
 	mu      sync.Mutex
 	readyAt map[string]time.Time // order ID -> when the slow CA is done with it
 
-	closing   chan struct{} // closed by close: releases held Sync finalizes
+	closing   chan struct{} // closed by close: releases held requests
 	closeOnce sync.Once
 }
 
-func newSlowHandler(pebble http.Handler, store *db.MemoryStore, opts Options, logger *slog.Logger) *slowHandler {
+func newSlowHandler(p *pebble, opts Options, logger *slog.Logger) *slowHandler {
 	h := &slowHandler{
-		pebble:     pebble,
-		db:         store,
+		pebble:     p.handler,
+		db:         p.db,
+		ca:         p.ca,
+		va:         p.va,
 		mode:       opts.Mode,
 		retryAfter: opts.RetryAfter,
+		delay:      opts.Delay,
 		logger:     logger,
 		readyAt:    make(map[string]time.Time),
 		closing:    make(chan struct{}),
 	}
-	h.delay.Store(int64(opts.Delay))
 	h.faults.forgotten = make(map[string]bool)
+	h.faults.forgottenAccounts = make(map[string]string)
 	return h
 }
 
-func (h *slowHandler) close() { h.closeOnce.Do(func() { close(h.closing) }) }
+// close releases every held request (Sync finalizes and HoldNext holds) so
+// that the server can shut down without waiting.
+func (h *slowHandler) close() {
+	h.closeOnce.Do(func() { close(h.closing) })
+	h.holds.close()
+}
 
 func (h *slowHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.stats.requests.Add(1)
-	path := r.URL.Path
-	post := r.Method == http.MethodPost
-	switch {
-	case post && path == newOrderPath:
-		h.stats.newOrders.Add(1)
-	case post && strings.HasPrefix(path, finalizePath):
-		h.stats.finalizes.Add(1)
-	case post && strings.HasPrefix(path, orderPath):
-		h.stats.orderPolls.Add(1)
-	case post && strings.HasPrefix(path, authzPath):
-		h.stats.authzPolls.Add(1)
-	case post && strings.HasPrefix(path, certPath):
-		h.stats.certDownloads.Add(1)
+	kind := kindOf(r)
+	h.stats.count(kind)
+	var jws jwsRequest
+	if r.Method == http.MethodPost {
+		// Read the whole body first: a held request must not depend on a
+		// client that may be killed meanwhile, and faults need the JWS.
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody))
+		if err != nil {
+			h.writeProblem(w, r, http.StatusBadRequest, problemMalformed, "read request body: "+err.Error(), 0)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		jws, _ = parseJWS(body) // Pebble refuses what is not a JWS
+	}
+	if hold := h.holds.take(kind); hold != nil {
+		defer h.holds.handled(hold)
+		defer close(hold.done)
+		h.logger.Debug("test CA: holding request", "kind", kind.String(), "path", r.URL.Path)
+		if hold.wait() {
+			h.logger.Debug("test CA: dropping held request", "kind", kind.String(), "path", r.URL.Path)
+			panic(http.ErrAbortHandler) // net/http closes the connection without an answer
+		}
 	}
 
+	path := r.URL.Path
 	if h.faults.unavailable.Load() {
 		h.writeProblem(w, r, http.StatusServiceUnavailable, problemServerInternal,
 			"the test CA is unavailable (SetUnavailable)", 0)
+		return
+	}
+	if h.forgottenKID(w, r, jws) {
 		return
 	}
 	if id, ok := orderIDOf(path); ok && h.faults.isForgotten(id) {
@@ -106,36 +148,56 @@ func (h *slowHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	switch {
-	case path == newOrderPath:
+	switch kind {
+	case NewAccount:
+		h.newAccount(w, r, jws)
+	case NewOrder:
 		if retryAfter, limited := h.faults.takeRateLimit(); limited {
 			h.writeProblem(w, r, http.StatusTooManyRequests, problemRateLimited,
 				"too many new orders (RateLimitNewOrders)", retryAfter)
 			return
 		}
-		h.newOrder(w, r)
-	case h.mode != Instant && strings.HasPrefix(path, finalizePath):
+		h.newOrder(w, r, jws)
+	case Challenge:
+		if h.faults.keepPending.Load() {
+			h.validateLikeStepCA(w, r, jws)
+			return
+		}
+		h.validations.wait(h.closing)
+		h.pebble.ServeHTTP(w, r)
+	case AuthzPoll:
+		h.validations.wait(h.closing)
+		h.pebble.ServeHTTP(w, r)
+	case Finalize:
+		h.validations.wait(h.closing)
+		if h.mode == Instant {
+			h.pebble.ServeHTTP(w, r)
+			return
+		}
 		h.finalize(w, r, strings.TrimPrefix(path, finalizePath))
-	case h.mode != Instant && strings.HasPrefix(path, orderPath):
+	case OrderPoll:
+		h.validations.wait(h.closing)
+		if h.mode == Instant {
+			h.pebble.ServeHTTP(w, r)
+			return
+		}
 		h.pollOrder(w, r, strings.TrimPrefix(path, orderPath))
-	case strings.HasPrefix(path, renewalInfoPath):
-		h.renewalInfo(w, r)
+	case CertDownload:
+		h.certificate(w, r)
 	default:
+		if strings.HasPrefix(path, renewalInfoPath) {
+			h.renewalInfo(w, r)
+			return
+		}
 		h.pebble.ServeHTTP(w, r)
 	}
 }
 
 // newOrder gives orders that name no profile DefaultProfile: Pebble would
 // pick a random one.
-func (h *slowHandler) newOrder(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		h.writeProblem(w, r, http.StatusBadRequest, problemMalformed, "read newOrder body: "+err.Error(), 0)
-		return
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
+func (h *slowHandler) newOrder(w http.ResponseWriter, r *http.Request, jws jwsRequest) {
 	rec := h.record(r)
-	if rec.Code != http.StatusCreated || requestedProfile(body) != "" {
+	if rec.Code != http.StatusCreated || requestedProfile(jws.payload) != "" {
 		writeRecorded(w, rec, rec.Body.Bytes())
 		return
 	}
@@ -162,7 +224,7 @@ func (h *slowHandler) finalize(w http.ResponseWriter, r *http.Request, id string
 		writeRecorded(w, rec, rec.Body.Bytes())
 		return
 	}
-	readyAt := time.Now().Add(time.Duration(h.delay.Load()))
+	readyAt := time.Now().Add(h.delay)
 	h.mu.Lock()
 	h.readyAt[id] = readyAt
 	h.mu.Unlock()
@@ -197,17 +259,24 @@ func (h *slowHandler) pollOrder(w http.ResponseWriter, r *http.Request, id strin
 }
 
 // renewalInfo replaces the suggested window of every successful answer when
-// SetRenewalWindow is in force; Pebble still answers unknown certificates.
+// SetRenewalWindow is in force (Pebble still answers unknown certificates),
+// and otherwise the window of short-lived certificates (shortARI).
 func (h *slowHandler) renewalInfo(w http.ResponseWriter, r *http.Request) {
-	window, forced := h.faults.renewalWindow()
-	if !forced {
-		h.pebble.ServeHTTP(w, r)
-		return
-	}
 	rec := h.record(r)
 	if rec.Code != http.StatusOK {
 		writeRecorded(w, rec, rec.Body.Bytes())
 		return
+	}
+	window, forced := h.faults.renewalWindow()
+	if !forced {
+		cert := h.ariCertificate(strings.TrimPrefix(r.URL.Path, renewalInfoPath))
+		if cert == nil || validity(cert) > shortARIValidity {
+			writeRecorded(w, rec, rec.Body.Bytes())
+			return
+		}
+		var retryAfter time.Duration
+		window, retryAfter = shortARI(cert)
+		setRetryAfter(rec.Header(), retryAfter)
 	}
 	body, err := json.Marshal(map[string]any{"suggestedWindow": window})
 	if err != nil {
@@ -215,6 +284,58 @@ func (h *slowHandler) renewalInfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeRecorded(w, rec, body)
+}
+
+// shortARIValidity is the longest validity shortARI applies to. Pebble's
+// own window, [2/3 of the validity - 24 h, 2/3 + 24 h] clipped to the
+// validity, is the whole validity for certificates valid 36 h or less.
+const shortARIValidity = time.Hour
+
+// shortARI is the renewal information the CA gives a certificate valid
+// shortARIValidity or less (MinuteProfile's): the window
+// [NotBefore + validity/2, NotBefore + 2*validity/3), that is 30-40 s for a
+// 60 s certificate, and Retry-After validity/6 (10 s).
+//
+// Pebble v2.10.3 would answer, for a 60 s certificate, the window
+// [NotBefore, NotAfter] (its ±24 h around 2/3 of the validity, clipped to
+// the validity) with Retry-After 6 h: a client following RFC 9773 §4.2
+// picks a random time in the window, so it could renew the moment it got
+// the certificate, and it would not ask again before the certificate is
+// long expired. The window here leaves the client half the validity of use
+// and a third of it (20 s) to get the next certificate, and lets it ask
+// again well within the validity.
+func shortARI(cert *x509.Certificate) (suggestedWindow, time.Duration) {
+	v := validity(cert)
+	start := cert.NotBefore.Add(v / 2)
+	end := cert.NotBefore.Add(2 * v / 3)
+	return suggestedWindow{Start: start.UTC(), End: end.UTC()}, v / 6
+}
+
+// validity is the certificate's validity period: NotAfter is inclusive
+// (RFC 5280 §4.1.2.5), so a certificate Pebble issues for 60 s has NotAfter
+// NotBefore + 59 s.
+func validity(cert *x509.Certificate) time.Duration {
+	return cert.NotAfter.Add(time.Second).Sub(cert.NotBefore)
+}
+
+// ariCertificate returns the certificate an ARI path names
+// ("<base64url AKI>.<base64url serial>"), or nil; nil for a revoked
+// certificate too, whose window Pebble sets to "renew now".
+func (h *slowHandler) ariCertificate(certID string) *x509.Certificate {
+	_, serialPart, ok := strings.Cut(certID, ".")
+	if !ok {
+		return nil
+	}
+	serial, err := base64URL(serialPart)
+	if err != nil || len(serial) == 0 {
+		return nil
+	}
+	sn := new(big.Int).SetBytes(serial)
+	cert := h.db.GetCertificateBySerial(sn)
+	if cert == nil || h.db.GetRevokedCertificateBySerial(sn) != nil {
+		return nil
+	}
+	return cert.Cert
 }
 
 // writeProcessing writes Pebble's order answer as "processing", without a
@@ -337,19 +458,9 @@ func jsonString(s string) json.RawMessage {
 	return b
 }
 
-// requestedProfile returns the profile a newOrder JWS asks for ("" for none
-// or for a body that is not a JWS, which Pebble rejects anyway).
-func requestedProfile(jwsBody []byte) string {
-	var jws struct {
-		Payload string `json:"payload"`
-	}
-	if json.Unmarshal(jwsBody, &jws) != nil {
-		return ""
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(jws.Payload)
-	if err != nil {
-		return ""
-	}
+// requestedProfile returns the profile a newOrder payload asks for ("" for
+// none, or for a payload that is not JSON, which Pebble rejects anyway).
+func requestedProfile(payload []byte) string {
 	var order struct {
 		Profile string `json:"profile"`
 	}
@@ -357,6 +468,19 @@ func requestedProfile(jwsBody []byte) string {
 		return ""
 	}
 	return order.Profile
+}
+
+func base64URL(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
+
+func encodeBase64URL(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// urlPath returns the path of rawURL, or rawURL itself if it does not parse.
+func urlPath(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	return u.Path
 }
 
 // orderIDOf returns the order ID of an order or finalize URL path.
@@ -385,72 +509,4 @@ func orderIDFromURL(orderURL string) (string, error) {
 		return "", fmt.Errorf("path %q is not %s<id>", u.Path, orderPath)
 	}
 	return id, nil
-}
-
-// faults holds the run-time switches; every method is safe for concurrent use.
-type faults struct {
-	unavailable atomic.Bool
-
-	mu                  sync.Mutex
-	rateLimited         int // newOrder requests still to refuse
-	rateLimitRetryAfter time.Duration
-	forgotten           map[string]bool // order IDs
-	window              *suggestedWindow
-}
-
-// suggestedWindow is the ARI window (RFC 9773 §4.2) in JSON form.
-type suggestedWindow struct {
-	Start time.Time `json:"start"`
-	End   time.Time `json:"end"`
-}
-
-func (f *faults) rateLimit(n int, retryAfter time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.rateLimited = max(n, 0)
-	f.rateLimitRetryAfter = retryAfter
-}
-
-// takeRateLimit consumes one refusal if any is left.
-func (f *faults) takeRateLimit() (retryAfter time.Duration, limited bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.rateLimited == 0 {
-		return 0, false
-	}
-	f.rateLimited--
-	return f.rateLimitRetryAfter, true
-}
-
-func (f *faults) forget(orderID string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.forgotten[orderID] = true
-}
-
-func (f *faults) isForgotten(orderID string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.forgotten[orderID]
-}
-
-func (f *faults) setRenewalWindow(start, end time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.window = &suggestedWindow{Start: start.UTC(), End: end.UTC()}
-}
-
-func (f *faults) clearRenewalWindow() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.window = nil
-}
-
-func (f *faults) renewalWindow() (suggestedWindow, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.window == nil {
-		return suggestedWindow{}, false
-	}
-	return *f.window, true
 }

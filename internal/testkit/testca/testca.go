@@ -15,14 +15,26 @@
 // leak into the CA, and the CA's settings do not leak out of Start. Code that
 // reads those variables concurrently with Start may see the temporary values.
 //
-// Pebble's validation authority resolves every name through a DNS server of
-// this package that answers 127.0.0.1, so HTTP-01 validation dials
+// Pebble's validation authority resolves every name through a DNS server
+// (package loopbackdns) that answers 127.0.0.1, so HTTP-01 validation dials
 // 127.0.0.1:Options.HTTPPort whatever the domain. Bind your challenge
 // listener first (port 0), then pass its port: no free-port race.
 //
-// Profiles: the CA offers DefaultProfile (90-day certificates) and
-// ShortLivedProfile (6-day certificates). An order that names no profile gets
+// Profiles: the CA offers DefaultProfile (90-day certificates),
+// ShortLivedProfile (6-day certificates) and MinuteProfile (60-second
+// certificates, so that renewal tests need not fake the clock), all in the
+// directory's meta.profiles. An order that names no profile gets
 // DefaultProfile, deterministically (Pebble alone would pick one at random).
+// ARI (renewalInfo) answers Pebble's windows, except for certificates valid
+// an hour or less, such as MinuteProfile's: see shortARI.
+//
+// Faults a robust client must survive, switched at run time: SetUnavailable
+// (503), RateLimitNewOrders (429), ForgetOrder (404), ForgetAccount
+// (accountDoesNotExist), IssueForAnotherKey (a certificate whose key is not
+// the CSR's), KeepFailedChallengesPending (failed validations stay pending
+// with an error, as step-ca keeps them), SetRenewalWindow (ARI). HoldNext
+// stops a request of a given kind inside the CA, so that a test can kill the
+// client at a precise step of an order.
 package testca
 
 import (
@@ -40,6 +52,8 @@ import (
 
 	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
+
+	"github.com/certfetch/certfetch/internal/testkit/loopbackdns"
 )
 
 // SlowMode selects how the CA behaves after a successful finalize.
@@ -77,8 +91,12 @@ func (m SlowMode) String() string {
 const (
 	DefaultProfile            = "default"
 	ShortLivedProfile         = "shortlived"
+	MinuteProfile             = "minute"
 	DefaultProfileValidity    = 90 * 24 * time.Hour // what public CAs issue today
 	ShortLivedProfileValidity = 6 * 24 * time.Hour  // like Let's Encrypt's "shortlived" (160 h)
+	// MinuteProfileValidity: NotAfter is NotBefore + 59 s (inclusive, RFC
+	// 5280), NotBefore is the moment of issuance (Pebble does not backdate).
+	MinuteProfileValidity = 60 * time.Second
 )
 
 // TLSRootFileName is the file WriteTLSRoot writes.
@@ -116,15 +134,18 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Stats counts requests the CA received, by kind. Requests counts every
-// request, including those answered by injected faults (503, 429, 404);
-// the other counters count requests to that kind of URL whatever the answer.
+// Stats counts requests the CA received, by kind (RequestKind). Requests
+// counts every request, including those answered by injected faults (503,
+// 429, 404, 400) and those held or dropped by HoldNext; the other counters
+// count POSTs to that kind of URL whatever the answer.
 type Stats struct {
+	NewAccounts   int // POST to newAccount (creations, look-ups, re-creations)
 	NewOrders     int // POST to newOrder
+	Challenges    int // POST to a challenge URL (validation requests and POST-as-GET)
 	Finalizes     int // POST to an order's finalize URL
-	OrderPolls    int // POST-as-GET to an order URL
-	AuthzPolls    int // POST-as-GET to an authorization URL
-	CertDownloads int // POST-as-GET to a certificate URL
+	OrderPolls    int // POST to an order URL
+	AuthzPolls    int // POST to an authorization URL
+	CertDownloads int // POST to a certificate URL
 	Requests      int // every request
 }
 
@@ -133,7 +154,7 @@ type Stats struct {
 // return.
 type CA struct {
 	server  *httptest.Server
-	dns     *loopbackDNS
+	dns     *loopbackdns.Server
 	pebble  *ca.CAImpl
 	db      *db.MemoryStore
 	tlsRoot []byte
@@ -157,7 +178,7 @@ func Start(opts Options) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start test CA: %w", err)
 	}
-	dnsServer, err := startLoopbackDNS()
+	dnsServer, err := loopbackdns.Start()
 	if err != nil {
 		return nil, fmt.Errorf("start test CA: %w", err)
 	}
@@ -167,7 +188,7 @@ func Start(opts Options) (*CA, error) {
 		return nil, fmt.Errorf("start test CA: %w", err)
 	}
 
-	slow := newSlowHandler(p.handler, p.db, opts, logger)
+	slow := newSlowHandler(p, opts, logger)
 	server := httptest.NewUnstartedServer(slow)
 	server.TLS = serverCert
 	server.StartTLS()
@@ -218,7 +239,8 @@ func pebbleLogger(logger *slog.Logger) *log.Logger {
 }
 
 // Close stops the HTTPS and DNS servers. Requests held by Sync mode are
-// answered at once (with the order as it is) so Close does not wait for Delay.
+// answered at once (with the order as it is) so Close does not wait for
+// Delay; requests caught by HoldNext are released (processed and answered).
 // Pebble's VA keeps one idle goroutine per CA: Pebble offers no way to stop it.
 func (c *CA) Close() error {
 	c.slow.close()
@@ -289,10 +311,6 @@ func (c *CA) RateLimitNewOrders(n int, retryAfter time.Duration) {
 // serverInternal problem document) or back on. Orders keep their state.
 func (c *CA) SetUnavailable(down bool) { c.slow.faults.unavailable.Store(down) }
 
-// SetDelay changes Delay for orders finalized from now on; orders already
-// finalized keep the time they were promised.
-func (c *CA) SetDelay(d time.Duration) { c.slow.delay.Store(int64(d)) }
-
 // ForgetOrder makes the order URL (and its finalize URL) answer 404 with a
 // malformed problem document from now on, as if the CA had purged the order.
 // It returns an error if orderURL is not an order URL of this CA.
@@ -305,6 +323,103 @@ func (c *CA) ForgetOrder(orderURL string) error {
 	return nil
 }
 
+// IssueForAnotherKey makes the next n certificate downloads that Pebble
+// answers with a certificate return instead a certificate for the same
+// names, profile and validity period whose public key is a fresh key of the
+// same type, not the CSR's: a mis-issuing CA. The certificate is genuine
+// otherwise: Pebble issues it (to the order's account, for the order's
+// valid authorizations), its own intermediate signs it, the chain has the
+// same shape (leaf, then the intermediate), it verifies against
+// IssuerRootsPEM, and ARI knows it. Only a client that compares the leaf's
+// key with its own notices. The order still points to the genuine
+// certificate, which later downloads (after n) return. It replaces any
+// count still pending; n <= 0 turns the fault off.
+func (c *CA) IssueForAnotherKey(n int) { c.slow.faults.setMisissue(n) }
+
+// KeepFailedChallengesPending makes the CA answer challenge requests and
+// record failed HTTP-01 validations as step-ca v0.30.2 does (observed with
+// the real one: testservers.StartStepCA), from the next challenge request
+// on; off, Pebble's behaviour returns for the next ones.
+//
+// Imitated:
+//   - Every POST to a pending challenge's URL validates before it is
+//     answered, a POST-as-GET included (Pebble's VA fetches the key
+//     authorization; the wrapper waits for it), and the answer is 200 with
+//     the challenge as it then is, for a challenge that is no longer
+//     pending too (Pebble would answer 400 malformed).
+//   - Key authorization not fetched (connection refused, DNS failure,
+//     timeout, any HTTP status but 200): challenge, authorization and order
+//     stay "pending", the order without "error", and the challenge's
+//     "error" is step-ca's document, type
+//     urn:ietf:params:acme:error:connection, detail "The server could not
+//     connect to validation target", no "status" member. Pebble's own
+//     detail (the dial error) goes only to the log.
+//   - Key authorization fetched but wrong: the challenge is "invalid" with
+//     type urn:ietf:params:acme:error:rejectedIdentifier, detail "The server
+//     will not issue certificates for the identifier"; the authorization
+//     and the order stay "pending" (step-ca never turns an authorization
+//     invalid before it expires).
+//   - A later successful validation makes the challenge "valid" without
+//     "error", the authorization "valid" and the order "ready".
+//   - Polling an authorization or an order never validates.
+//
+// No client sees Pebble's intermediate states ("processing", or "invalid"
+// before the wrapper maps it): reads of orders, authorizations and
+// challenges wait while such a validation runs.
+//
+// Not imitated: expiry (step-ca's orders and authorizations expire 24 h
+// after the order, Pebble's pending authorizations after 1 h, which a
+// failed validation does not extend); step-ca's HTTP-01 request (one GET
+// that follows redirects and accepts any status below 400 whose body
+// matches, where Pebble's VA sends three GETs and wants 200); the
+// authorization's challenge list (step-ca offers http-01, dns-01 and
+// tls-alpn-01 with one token; Pebble its own set); problems Pebble reports
+// for other reasons (malformed URL, errors reading the body) keep Pebble's
+// behaviour: all invalid.
+func (c *CA) KeepFailedChallengesPending(on bool) { c.slow.faults.keepPending.Store(on) }
+
+// ForgetAccount makes the CA act as if it had lost the account: every
+// request signed with its kid (the account URL) gets HTTP 400 with problem
+// urn:ietf:params:acme:error:accountDoesNotExist, and a newAccount request
+// with its key and onlyReturnExisting gets the same, until a newAccount
+// request with its key and without onlyReturnExisting re-creates the account.
+// That request is answered 201 Created, as a creation, but with the same
+// account URL (Pebble never lost the account: a real CA would hand out a new
+// URL, and its orders would be gone, whereas here they survive) and without
+// asking for External Account Binding again. Requests signed with a JWK
+// (newAccount, revocation by certificate key) are not refused.
+// It returns an error if accountURL is not an account of this CA.
+func (c *CA) ForgetAccount(accountURL string) error {
+	id, err := accountIDFromURL(accountURL)
+	if err != nil {
+		return fmt.Errorf("forget account %s: %w", accountURL, err)
+	}
+	account := c.db.GetAccountByID(id)
+	if account == nil {
+		return fmt.Errorf("forget account %s: no account %q", accountURL, id)
+	}
+	thumbprint, err := jwkThumbprint(account.Key)
+	if err != nil {
+		return fmt.Errorf("forget account %s: %w", accountURL, err)
+	}
+	c.slow.faults.forgetAccount(id, thumbprint)
+	return nil
+}
+
+// HoldNext catches the next request of kind that arrives from now on (after
+// the requests earlier HoldNext calls for the same kind catch: they queue)
+// and holds it inside the CA until the test releases or drops it; see Hold.
+// Stats count a held request when it arrives. Close releases every hold.
+// It panics for a kind that is not one of the exported RequestKind values.
+func (c *CA) HoldNext(kind RequestKind) *Hold {
+	if kind <= otherRequest || kind >= numKinds {
+		panic(fmt.Sprintf("testca: HoldNext(%s): not a request kind", kind))
+	}
+	h := newHold(kind)
+	c.slow.holds.add(h)
+	return h
+}
+
 // SetRenewalWindow makes every successful ARI renewalInfo response report
 // the suggested window [start, end) for every certificate.
 func (c *CA) SetRenewalWindow(start, end time.Time) { c.slow.faults.setRenewalWindow(start, end) }
@@ -314,16 +429,24 @@ func (c *CA) ClearRenewalWindow() { c.slow.faults.clearRenewalWindow() }
 
 // counters are the request counters behind Stats.
 type counters struct {
-	newOrders, finalizes, orderPolls, authzPolls, certDownloads, requests atomic.Int64
+	byKind   [numKinds]atomic.Int64
+	requests atomic.Int64
+}
+
+func (s *counters) count(kind RequestKind) {
+	s.requests.Add(1)
+	s.byKind[kind].Add(1)
 }
 
 func (s *counters) snapshot() Stats {
 	return Stats{
-		NewOrders:     int(s.newOrders.Load()),
-		Finalizes:     int(s.finalizes.Load()),
-		OrderPolls:    int(s.orderPolls.Load()),
-		AuthzPolls:    int(s.authzPolls.Load()),
-		CertDownloads: int(s.certDownloads.Load()),
+		NewAccounts:   int(s.byKind[NewAccount].Load()),
+		NewOrders:     int(s.byKind[NewOrder].Load()),
+		Challenges:    int(s.byKind[Challenge].Load()),
+		Finalizes:     int(s.byKind[Finalize].Load()),
+		OrderPolls:    int(s.byKind[OrderPoll].Load()),
+		AuthzPolls:    int(s.byKind[AuthzPoll].Load()),
+		CertDownloads: int(s.byKind[CertDownload].Load()),
 		Requests:      int(s.requests.Load()),
 	}
 }

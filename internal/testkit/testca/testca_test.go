@@ -1,9 +1,6 @@
 package testca_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"net/http"
@@ -14,20 +11,17 @@ import (
 
 	"github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/acme/api"
-	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
 	"github.com/go-acme/lego/v4/challenge"
-	"github.com/go-acme/lego/v4/lego"
-	"github.com/go-acme/lego/v4/registration"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
-// validityTolerance absorbs Pebble's backdating of NotBefore and the
-// inclusive NotAfter second.
-const validityTolerance = 2 * time.Hour
+// validityTolerance absorbs the inclusive NotAfter second (Pebble does not
+// backdate NotBefore); the minute profile is checked to the second.
+const validityTolerance = 2 * time.Second
 
 func TestObtainWithHTTP01(t *testing.T) {
 	t.Parallel()
@@ -39,6 +33,7 @@ func TestObtainWithHTTP01(t *testing.T) {
 		{desc: "order without profile gets the default profile", profile: "", wantValidity: testca.DefaultProfileValidity},
 		{desc: "default profile", profile: testca.DefaultProfile, wantValidity: testca.DefaultProfileValidity},
 		{desc: "shortlived profile", profile: testca.ShortLivedProfile, wantValidity: testca.ShortLivedProfileValidity},
+		{desc: "minute profile", profile: testca.MinuteProfile, wantValidity: testca.MinuteProfileValidity},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -46,19 +41,7 @@ func TestObtainWithHTTP01(t *testing.T) {
 			solver := startHTTP01Server(t)
 			ca := startCA(t, testca.Options{HTTPPort: solver.port()})
 
-			key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-			require.NoError(t, err)
-			user := &legoUser{key: key}
-			config := lego.NewConfig(user)
-			config.CADirURL = ca.DirectoryURL()
-			config.HTTPClient = ca.HTTPClient()
-			config.Certificate.KeyType = certcrypto.EC256
-			legoClient, err := lego.NewClient(config)
-			require.NoError(t, err)
-			require.NoError(t, legoClient.Challenge.SetHTTP01Provider(solver))
-			user.registration, err = legoClient.Registration.Register(registration.RegisterOptions{TermsOfServiceAgreed: true})
-			require.NoError(t, err)
-
+			legoClient := newLegoClient(t, ca, solver)
 			const domain = "www.example.test"
 			res, err := legoClient.Certificate.Obtain(certificate.ObtainRequest{
 				Domains: []string{domain}, Bundle: true, Profile: tt.profile,
@@ -109,7 +92,9 @@ func TestStatsCountEveryRequestByKind(t *testing.T) {
 	}
 
 	after := ca.Stats()
+	assert.Equal(t, 1, after.NewAccounts)
 	assert.Equal(t, 1, after.NewOrders)
+	assert.Equal(t, 1, after.Challenges)
 	assert.Equal(t, 1, after.Finalizes)
 	assert.Equal(t, orderPolls+waitPolls, after.OrderPolls-before.OrderPolls)
 	assert.Equal(t, authzPolls, after.AuthzPolls-before.AuthzPolls)

@@ -1,5 +1,6 @@
-// Package testservers starts real redis-server and etcd processes for tests,
-// on free loopback ports with their data in the test's temporary directory.
+// Package testservers starts real redis-server, etcd and step-ca processes
+// for tests, on free loopback ports with their data in the test's temporary
+// directory.
 //
 // A Server can be killed and started again on the same port and data
 // directory, to test what clients do while it is down and after it is back.
@@ -7,8 +8,9 @@
 // the test binary dies (Pdeathsig). Readiness is polled (Redis PING, etcd
 // /health) with a deadline; nothing sleeps for a fixed time.
 //
-// The binaries come from Debian's redis-server and etcd-server packages; a
-// missing binary fails the test with the package to install.
+// The redis-server and etcd binaries come from Debian's redis-server and
+// etcd-server packages; a missing binary fails the test with the package to
+// install. step-ca is built by `make` (see StartStepCA).
 package testservers
 
 import (
@@ -45,6 +47,7 @@ type Server struct {
 	name string
 	bin  string
 	args []string
+	env  []string // added to the test's environment
 	dir  string
 	addr string
 	log  string
@@ -111,7 +114,8 @@ func StartEtcd(t testing.TB) (*Server, string) {
 }
 
 // Addr is what clients connect to: host:port for Redis, the client URL
-// for etcd. It stays the same across Kill and Start.
+// for etcd, the base URL (https://127.0.0.1:<port>) for step-ca. It stays
+// the same across Kill and Start.
 func (s *Server) Addr() string { return s.addr }
 
 // Start starts the server (again, after Kill) on its port and data
@@ -131,6 +135,7 @@ func (s *Server) Start() {
 	}
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Dir = s.dir
+	cmd.Env = append(os.Environ(), s.env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Kill the server if the test binary dies without running cleanups.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
