@@ -136,14 +136,14 @@ func (j *job) refreshRenewalInfo(ctx context.Context, rec *store.Certificate, no
 	rec.ARINextCheck = now.Add(ariRecheck)
 	client, err := j.r.acmeClient(ctx)
 	if err == nil {
-		var info *renewalWindow
-		if info, err = fetchRenewalWindow(ctx, client, rec.CertPEM); err == nil {
-			if info.retryAfter > 0 {
-				rec.ARINextCheck = now.Add(info.retryAfter)
+		var info *acme.RenewalWindow
+		if info, err = client.RenewalInfo(ctx, rec.CertPEM); err == nil {
+			if info.RetryAfter > 0 {
+				rec.ARINextCheck = now.Add(info.RetryAfter)
 			}
-			if rec.RenewAt.Before(info.start) || rec.RenewAt.After(info.end) {
-				rec.RenewAt = info.pick(now)
-				j.d.log.Info("renewal window from the CA", "name", rec.Name, "start", info.start, "end", info.end, "renewAt", rec.RenewAt)
+			if rec.RenewAt.Before(info.Start) || rec.RenewAt.After(info.End) {
+				rec.RenewAt = info.RenewAt(now)
+				j.d.log.Info("renewal window from the CA", "name", rec.Name, "start", info.Start, "end", info.End, "renewAt", rec.RenewAt)
 			}
 		}
 	}
