@@ -1,49 +1,35 @@
-// Package fetcher is the certfetch daemon: it keeps every configured
-// certificate issued and renewed through the ACME engine (package acme),
-// keeps its state in the store (package store: a directory, or Redis or etcd
-// shared by several instances) and publishes certificates for Traefik
-// (package output: its file provider, or its Redis and etcd providers). It
-// alone translates the configuration (package config) into stores and
-// outputs.
+// Package fetcher is the certfetch daemon: it keeps every configured certificate issued,
+// published and renewed through the ACME engine (package acme), keeps its state in the
+// store (package store: a directory, or Redis or etcd shared by several instances) and
+// publishes certificates for Traefik (package output: its file provider, or its Redis and
+// etcd providers). It alone translates the configuration (package config) into stores
+// and outputs.
+//
+// Each certificate's life is a small state machine (see State) whose state lives in the
+// store; a visit (visit.go) is the only thing that moves it. The daemon schedules every
+// certificate on its own (scheduler.go): one certificate's deadline, back-off or lease
+// never delays another's.
 package fetcher
 
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/certfetch/certfetch/acme"
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/metrics"
-	"github.com/certfetch/certfetch/fetcher/output"
 	"github.com/certfetch/certfetch/fetcher/store"
 )
 
-const (
-	// Failed attempts back off exponentially from backoffBase to backoffMax
-	// (1, 2, 4 ... 60 minutes) with ±25 % jitter, so that many certificates
-	// failing together (CA down) do not come back in lockstep.
-	backoffBase = time.Minute
-	backoffMax  = time.Hour
-
-	// pendingRetryMin and pendingRetryMax bound how soon an order that
-	// outlived its deadline is resumed: the CA's Retry-After within these
-	// bounds, pendingRetryMin when it sent none.
-	pendingRetryMin = time.Second
-	pendingRetryMax = 5 * time.Minute
-
-	// ariRecheck is how often the daemon asks the CA's renewal information
-	// again when the CA sends no Retry-After (RFC 9773 §4.3 suggests a few
-	// times a day).
-	ariRecheck = 6 * time.Hour
-)
+// pruneInterval is how often superseded output files are pruned while the daemon runs:
+// often enough that the grace period (10 minutes by default) is not overshot by much.
+const pruneInterval = 5 * time.Minute
 
 // Options are the daemon's collaborators; the zero value works.
 type Options struct {
@@ -53,115 +39,193 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Now is the clock; nil: time.Now. Tests move it to make renewals due.
 	Now func() time.Time
-	// LockTTL is the lease on a certificate while an instance works on it
-	// (shared stores); 0: config.DefaultLockTTL.
+	// LockTTL is the lease on a certificate while an instance works on it (shared
+	// stores); 0: config.DefaultLockTTL.
 	LockTTL time.Duration
+	// Observe, when set, is called at every Step of every certificate, on the goroutine
+	// of its visit; it must be quick.
+	Observe func(Event)
 }
 
-// Daemon manages the certificates of one configuration. Its methods are safe
-// for concurrent use; Run and Once must not run at the same time.
+// Daemon manages the certificates of one configuration. Its methods are safe for
+// concurrent use; Run and Once must not run at the same time.
 type Daemon struct {
-	store   *store.Store
-	log     *slog.Logger
-	metrics *metrics.Metrics
-	now     func() time.Time
-	lockTTL time.Duration
+	store      *store.Store
+	log        *slog.Logger
+	metrics    *metrics.Metrics
+	now        func() time.Time
+	lockTTL    time.Duration
+	observe    func(Event)
+	responders *responders
+	sched      *scheduler
 
 	mu        sync.Mutex
 	cfg       *config.Config
-	out       output.PublishCloser
-	pubs      *publications // what out has been given, by this process
+	certs     map[string]*config.Certificate
+	out       *outputs
 	resolvers map[string]*resolver
-	wake      chan struct{}
+	memos     map[string]*memo
+	views     map[string]view
+	onVisit   func()
 }
 
-// New returns a Daemon for cfg, keeping state in st.
+// view is what Summary knows of a certificate: the outcome of its last visit.
+type view struct {
+	state   State
+	failing bool
+	renewAt time.Time
+}
+
+// New returns a Daemon for cfg, keeping state in st. It builds the outputs and resolvers
+// (a listen-mode resolver binds its address here) but contacts no CA.
 func New(cfg *config.Config, st *store.Store, opts Options) (*Daemon, error) {
 	d := &Daemon{
 		store:   st,
-		log:     opts.Logger,
+		log:     cmp.Or(opts.Logger, slog.Default()),
 		metrics: opts.Metrics,
 		now:     opts.Now,
 		lockTTL: cmp.Or(opts.LockTTL, config.DefaultLockTTL),
-		wake:    make(chan struct{}, 1),
-	}
-	if d.log == nil {
-		d.log = slog.Default()
+		observe: opts.Observe,
+		memos:   map[string]*memo{},
+		views:   map[string]view{},
 	}
 	if d.now == nil {
 		d.now = time.Now
 	}
-	if err := d.apply(cfg); err != nil {
+	d.responders = newResponders(d.log)
+	d.sched = newScheduler(d.now, d.visitScheduled, d.withdraw)
+	if _, err := d.apply(cfg); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-// apply installs cfg: resolvers whose settings changed are rebuilt, and the
-// outputs of certificates no longer configured are removed.
-func (d *Daemon) apply(cfg *config.Config) error {
-	out, err := newOutput(cfg.Output, d.log)
-	if err != nil {
-		return err
+// apply installs cfg and returns the names of the certificates whose configuration
+// changed (or whose resolver or outputs were rebuilt): they are due at once. Resolvers
+// and outputs whose settings did not change are kept, with their ACME clients and what
+// they published.
+func (d *Daemon) apply(cfg *config.Config) ([]string, error) {
+	d.mu.Lock()
+	oldCfg, oldOut, oldResolvers := d.cfg, d.out, d.resolvers
+	d.mu.Unlock()
+
+	out := oldOut
+	if out == nil || !out.same(cfg.Output) {
+		pub, err := newOutput(cfg.Output, d.log)
+		if err != nil {
+			return nil, err
+		}
+		out = newOutputs(cfg.Output, pub)
 	}
 	resolvers := map[string]*resolver{}
 	for name, rc := range cfg.Resolvers {
-		if old := d.resolvers[name]; old != nil && old.sameConfig(rc) {
+		if old := oldResolvers[name]; old != nil && old.sameConfig(rc) {
 			resolvers[name] = old
 			continue
 		}
-		r, err := newResolver(rc, d.store, d.log, d.metrics)
+		r, err := newResolver(rc, d.store, d.responders, d.log, d.metrics)
 		if err != nil {
-			closeAll(out, resolvers, d.resolvers)
-			return err
+			for n, r := range resolvers {
+				if oldResolvers[n] != r {
+					r.close()
+				}
+			}
+			if out != oldOut {
+				_ = out.Close()
+			}
+			return nil, err
 		}
 		resolvers[name] = r
 	}
 
-	d.mu.Lock()
-	oldCfg, oldOut, oldResolvers := d.cfg, d.out, d.resolvers
-	d.cfg, d.out, d.pubs, d.resolvers = cfg, out, newPublications(), resolvers
-	d.mu.Unlock()
-
-	if oldOut != nil {
-		// A publication of the pass in flight may fail with the closed
-		// output; the certificate stays marked unpublished and is published
-		// on the next pass.
-		if err := oldOut.Close(); err != nil {
-			d.log.Warn("close the previous output", "err", err)
+	certs := map[string]*config.Certificate{}
+	var changed []string
+	for _, c := range cfg.Certificates {
+		certs[c.Name] = c
+		var before *config.Certificate
+		if oldCfg != nil {
+			before = certificateNamed(oldCfg, c.Name)
+		}
+		if out != oldOut || resolvers[c.Resolver] != oldResolvers[c.Resolver] ||
+			before == nil || !sameCertificate(oldCfg, before, cfg, c) {
+			changed = append(changed, c.Name)
 		}
 	}
 
+	d.mu.Lock()
+	d.cfg, d.certs, d.out, d.resolvers = cfg, certs, out, resolvers
+	d.mu.Unlock()
+
+	if oldOut != nil && oldOut != out {
+		// A publication in flight may fail with the closed outputs; every certificate is
+		// due at once and published again through the new ones.
+		if err := oldOut.Close(); err != nil {
+			d.log.Warn("close the previous outputs", "err", err)
+		}
+	}
 	for name, r := range oldResolvers {
 		if resolvers[name] != r {
 			r.close()
 		}
-	}
-	if oldCfg != nil {
-		for _, c := range oldCfg.Certificates {
-			if !slices.ContainsFunc(cfg.Certificates, func(n *config.Certificate) bool { return n.Name == c.Name }) {
-				d.log.Info("certificate removed from the configuration", "name", c.Name)
-				if err := out.Remove(context.Background(), c.Name); err != nil {
-					d.log.Error("remove output", "name", c.Name, "err", err)
-				}
-				d.metrics.DeleteCertificate(c.Name)
-			}
+		if resolvers[name] == nil {
+			d.metrics.DeleteResolver(name)
 		}
 	}
-	return nil
+	for name, rc := range cfg.Resolvers {
+		d.metrics.SetOrderTimeout(name, cmp.Or(rc.Timeout, cfg.Timeout))
+	}
+	return changed, nil
 }
 
-// Reload replaces the configuration (SIGHUP). Certificates added are issued
-// and certificates removed are unpublished on the next pass, which Reload
-// triggers at once. On error the old configuration stays in force.
-func (d *Daemon) Reload(cfg *config.Config) error {
-	if err := d.apply(cfg); err != nil {
+func certificateNamed(cfg *config.Config, name string) *config.Certificate {
+	i := slices.IndexFunc(cfg.Certificates, func(c *config.Certificate) bool { return c.Name == name })
+	if i < 0 {
+		return nil
+	}
+	return cfg.Certificates[i]
+}
+
+// sameCertificate reports whether a certificate's configuration is unchanged, its
+// effective deadline included.
+func sameCertificate(oldCfg *config.Config, a *config.Certificate, newCfg *config.Config, b *config.Certificate) bool {
+	return slices.Equal(a.Domains, b.Domains) && a.Resolver == b.Resolver && a.KeyType == b.KeyType &&
+		oldCfg.EffectiveTimeout(a) == newCfg.EffectiveTimeout(b) && oldCfg.Renewal == newCfg.Renewal
+}
+
+// names returns the configured certificate names, in configuration order.
+func (d *Daemon) names() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	names := make([]string, 0, len(d.cfg.Certificates))
+	for _, c := range d.cfg.Certificates {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
+// configured returns the set of configured certificate names.
+func (d *Daemon) configured() map[string]bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	set := make(map[string]bool, len(d.certs))
+	for name := range d.certs {
+		set[name] = true
+	}
+	return set
+}
+
+// Reload replaces the configuration (SIGHUP). Added certificates are visited at once,
+// removed ones withdrawn from the outputs (after any visit of theirs in flight), changed
+// ones visited again at once; a certificate whose configuration did not change keeps its
+// schedule and its order in flight. On error the old configuration stays in force.
+func (d *Daemon) Reload(ctx context.Context, cfg *config.Config) error {
+	changed, err := d.apply(cfg)
+	if err != nil {
 		return err
 	}
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
+	d.sched.set(ctx, d.names())
+	d.sched.due(changed...)
+	d.sweep(ctx)
 	return nil
 }
 
@@ -169,65 +233,181 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 func (d *Daemon) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	closeAll(d.out, d.resolvers, nil)
-}
-
-// closeAll closes out and the resolvers of built that are not in keep (a
-// failed apply closes what it built, but not what the running
-// configuration still uses).
-func closeAll(out output.PublishCloser, built, keep map[string]*resolver) {
-	if out != nil {
-		_ = out.Close()
+	if d.out != nil {
+		_ = d.out.Close()
 	}
-	for name, r := range built {
-		if keep[name] != r {
-			r.close()
-		}
+	for _, r := range d.resolvers {
+		r.close()
 	}
 }
 
-// Once makes one pass over all certificates: it resumes, issues or renews
-// what is due (asking the CA's renewal information when it is due). It returns
-// the joined errors of the certificates that failed (an order still
-// processing at the CA counts: the next run resumes it).
+// Run keeps all certificates issued, published and renewed until ctx ends: each is
+// visited when it is due (scheduler.go), outputs are swept of certificates no longer
+// configured at the start and on every reload, and superseded files are pruned every
+// pruneInterval. onVisit, when set, is called after every visit (for sd_notify STATUS; it
+// should rate-limit itself). Failures are logged, recorded in the state and retried with
+// back-off; they never touch a certificate in service. Run returns nil when ctx ends,
+// after the visits in flight stopped (an order in flight stays journaled).
+func (d *Daemon) Run(ctx context.Context, onVisit func()) error {
+	d.mu.Lock()
+	d.onVisit = onVisit
+	d.mu.Unlock()
+	d.sched.set(ctx, d.names())
+	d.sweep(ctx)
+	go d.pruneEvery(ctx, pruneInterval)
+	d.sched.run(ctx)
+	return nil
+}
+
+// Once does in one go what Run does over time: every certificate is visited once
+// (published, its renewal information asked when due, issued, resumed or renewed when
+// due, waiting for a journaled order's Retry-After when it ends within the deadline), the
+// outputs are swept of certificates no longer configured, and superseded files are
+// pruned. It returns the joined errors of the certificates that are not in order: an
+// attempt failed, a failure's back-off is still running, a publication failed, or an
+// order outlived its deadline (the next run resumes it).
 func (d *Daemon) Once(ctx context.Context) error {
-	_, err := d.pass(ctx)
-	return err
+	names := d.names()
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxVisits)
+	for i, name := range names {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			if res := d.visit(ctx, name, true); res.err != nil {
+				errs[i] = fmt.Errorf("certificate %s: %w", name, res.err)
+			}
+		})
+	}
+	wg.Wait()
+	d.sweep(ctx)
+	d.prune(ctx)
+	return errors.Join(errs...)
 }
 
-// Run keeps all certificates issued until ctx ends: it makes a pass, sleeps
-// until the earliest next due time (or a Reload), and starts again. Failures
-// are logged, recorded in the state and retried with back-off; they never
-// touch a certificate in service. Run returns nil when ctx ends.
-func (d *Daemon) Run(ctx context.Context, afterPass func(Summary)) error {
+// visitScheduled is the scheduler's visit.
+func (d *Daemon) visitScheduled(ctx context.Context, name string) time.Time {
+	res := d.visit(ctx, name, false)
+	d.mu.Lock()
+	onVisit := d.onVisit
+	d.mu.Unlock()
+	if onVisit != nil {
+		onVisit()
+	}
+	return res.next
+}
+
+// visit visits the configured certificate name with the configuration in force now.
+func (d *Daemon) visit(ctx context.Context, name string, once bool) result {
+	d.mu.Lock()
+	cfg, cert, out := d.cfg, d.certs[name], d.out
+	var r *resolver
+	if cert != nil {
+		r = d.resolvers[cert.Resolver]
+	}
+	m := d.memos[name]
+	if m == nil && cert != nil {
+		m = &memo{}
+		d.memos[name] = m
+	}
+	d.mu.Unlock()
+	if cert == nil {
+		// Removed meanwhile: the scheduler withdraws it after this visit.
+		return result{next: d.now().Add(maxIdle)}
+	}
+	v := &visit{d: d, cfg: cfg, cert: cert, r: r, out: out, memo: m, once: once,
+		log: d.log.With("name", name, "resolver", cert.Resolver)}
+	res := v.run(ctx)
+	d.record(name, v, res)
+	return res
+}
+
+// record keeps the outcome of a visit for Summary.
+func (d *Daemon) record(name string, v *visit, res result) {
+	vw := view{failing: res.err != nil}
+	if v.last != nil {
+		vw.renewAt = v.last.RenewAt
+		ordering := v.last.Reason == reasonDeadline && !v.last.RetryAt.IsZero()
+		vw.state = deriveState(v.last, v.cert, ordering, v.out.current(name, v.last.CertPEM), d.now())
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.certs[name] != nil {
+		d.views[name] = vw
+	}
+}
+
+// withdraw removes a certificate that is no longer configured from the outputs: the
+// scheduler's removed, and the sweep's. Its record stays in the store.
+func (d *Daemon) withdraw(ctx context.Context, name string) {
+	d.mu.Lock()
+	out := d.out
+	delete(d.memos, name)
+	delete(d.views, name)
+	d.mu.Unlock()
+	d.metrics.DeleteCertificate(name)
+	if err := out.withdraw(ctx, name); err != nil {
+		d.log.Error("cannot withdraw a certificate removed from the configuration", "name", name, "err", err)
+		return
+	}
+	d.log.Info("certificate removed from the configuration: withdrawn", "name", name)
+	d.emit(name, StepWithdrawn, nil)
+}
+
+// sweep withdraws what the outputs serve under names no longer configured: certificates
+// removed or renamed while certfetch was not running, or by a reload. It never touches
+// what certfetch did not write.
+func (d *Daemon) sweep(ctx context.Context) {
+	d.mu.Lock()
+	out := d.out
+	d.mu.Unlock()
+	names, err := out.Names(ctx)
+	if err != nil {
+		d.log.Error("cannot list the published certificates; nothing withdrawn", "err", err)
+		return
+	}
+	configured := d.configured()
+	for _, name := range names {
+		if !configured[name] {
+			d.withdraw(ctx, name)
+		}
+	}
+}
+
+func (d *Daemon) pruneEvery(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
 	for {
-		next, err := d.pass(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			d.log.Warn("pass finished with failures", "err", err)
-		}
-		if afterPass != nil {
-			afterPass(d.Summary())
-		}
-		wait := min(max(next.Sub(d.now()), time.Second), maxIdle)
-		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			timer.Stop()
-			return nil
-		case <-timer.C:
-		case <-d.wake:
-			timer.Stop()
+			return
+		case <-t.C:
+			d.prune(ctx)
 		}
+	}
+}
+
+func (d *Daemon) prune(ctx context.Context) {
+	d.mu.Lock()
+	out := d.out
+	d.mu.Unlock()
+	if err := out.Prune(ctx, d.now()); err != nil {
+		d.log.Error("prune superseded output files", "err", err)
+	}
+}
+
+// emit reports a step to Options.Observe.
+func (d *Daemon) emit(name string, step Step, err error) {
+	if d.observe != nil {
+		d.observe(Event{Name: name, Step: step, Err: err})
 	}
 }
 
 // Summary is a short account of the managed certificates, for sd_notify STATUS.
 type Summary struct {
-	Certificates, Failing int
-	NextRenewal           time.Time
+	Certificates, Published, Failing int
+	NextRenewal                      time.Time
 }
 
 func (s Summary) String() string {
@@ -235,153 +415,25 @@ func (s Summary) String() string {
 	if !s.NextRenewal.IsZero() {
 		next = s.NextRenewal.UTC().Format(time.RFC3339)
 	}
-	return fmt.Sprintf("%d certificates, %d failing, next renewal %s", s.Certificates, s.Failing, next)
+	return fmt.Sprintf("%d certificates, %d published, %d failing, next renewal %s", s.Certificates, s.Published, s.Failing, next)
 }
 
-// Summary reads the state of every configured certificate.
+// Summary sums up the outcome of every certificate's last visit; it reads no store.
 func (d *Daemon) Summary() Summary {
 	d.mu.Lock()
-	certs := d.cfg.Certificates
-	d.mu.Unlock()
-	var s Summary
-	for _, c := range certs {
-		s.Certificates++
-		rec, err := d.store.LoadCertificate(context.Background(), c.Name)
-		if err != nil {
-			continue
+	defer d.mu.Unlock()
+	s := Summary{Certificates: len(d.certs)}
+	for _, name := range slices.Sorted(maps.Keys(d.views)) {
+		vw := d.views[name]
+		if vw.state == StatePublished {
+			s.Published++
 		}
-		if rec.LastError != "" {
+		if vw.failing {
 			s.Failing++
 		}
-		if !rec.RenewAt.IsZero() && (s.NextRenewal.IsZero() || rec.RenewAt.Before(s.NextRenewal)) {
-			s.NextRenewal = rec.RenewAt
+		if !vw.renewAt.IsZero() && (s.NextRenewal.IsZero() || vw.renewAt.Before(s.NextRenewal)) {
+			s.NextRenewal = vw.renewAt
 		}
 	}
 	return s
-}
-
-// pass runs one attempt for every due certificate, at most the resolver's
-// maxConcurrentOrders at a time per resolver, and returns the earliest time a certificate needs
-// attention again.
-func (d *Daemon) pass(ctx context.Context) (time.Time, error) {
-	d.mu.Lock()
-	cfg, out, pubs, resolvers := d.cfg, d.out, d.pubs, d.resolvers
-	d.mu.Unlock()
-
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		next = d.now().Add(maxIdle)
-	)
-	for _, cert := range cfg.Certificates {
-		r := resolvers[cert.Resolver]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case r.slots <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			defer func() { <-r.slots }()
-			job := &job{d: d, cfg: cfg, cert: cert, r: r, out: out, pubs: pubs}
-			when, err := job.run(ctx)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("certificate %s: %w", cert.Name, err))
-			}
-			if when.Before(next) {
-				next = when
-			}
-		}()
-	}
-	wg.Wait()
-	if err := out.Prune(ctx, d.now()); err != nil {
-		d.log.Error("prune superseded output files", "err", err)
-	}
-	return next, errors.Join(errs...)
-}
-
-// publications remembers which certificate this process published under
-// each name through the current outputs. It starts empty, so after a
-// start-up or an output change every certificate is published once more
-// (publishing the same certificate again is cheap: the outputs skip or
-// rewrite identical content), and with a shared store every instance
-// publishes the certificates the others issued. Safe for concurrent use.
-type publications struct {
-	mu    sync.Mutex
-	certs map[string][sha256.Size]byte
-}
-
-func newPublications() *publications {
-	return &publications{certs: map[string][sha256.Size]byte{}}
-}
-
-// current reports whether certPEM is what was last published as name.
-func (p *publications) current(name string, certPEM []byte) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	sum, ok := p.certs[name]
-	return ok && sum == sha256.Sum256(certPEM)
-}
-
-func (p *publications) mark(name string, certPEM []byte) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.certs[name] = sha256.Sum256(certPEM)
-}
-
-// backoff returns the wait after the n-th consecutive failure (n >= 1).
-func backoff(n int) time.Duration {
-	d := backoffMax
-	if n < 7 { // 2^6 minutes is past backoffMax
-		d = min(backoffBase<<(n-1), backoffMax)
-	}
-	jitter := 0.75 + rand.Float64()/2 // ±25 %
-	return time.Duration(float64(d) * jitter)
-}
-
-// failureReason names err for metrics and status: a short fixed word.
-func failureReason(err error) string {
-	var (
-		pending *acme.OrderPendingError
-		limited *acme.RateLimitError
-		down    *acme.UnreachableError
-		authz   *acme.AuthorizationError
-		invalid *acme.OrderInvalidError
-	)
-	switch {
-	case errors.As(err, &pending):
-		return "deadline"
-	case errors.As(err, &limited):
-		return "rate_limited"
-	case errors.As(err, &down):
-		return "unreachable"
-	case errors.As(err, &authz):
-		return "authorization"
-	case errors.As(err, &invalid):
-		return "order_invalid"
-	default:
-		return "other"
-	}
-}
-
-// retryAfter is the wait the CA asked for in err, if any.
-func retryAfter(err error) time.Duration {
-	var (
-		pending *acme.OrderPendingError
-		limited *acme.RateLimitError
-		down    *acme.UnreachableError
-	)
-	switch {
-	case errors.As(err, &pending):
-		return pending.RetryAfter
-	case errors.As(err, &limited):
-		return limited.RetryAfter
-	case errors.As(err, &down):
-		return down.RetryAfter
-	}
-	return 0
 }

@@ -346,7 +346,7 @@ func (d *decoder) output(f *field, storage string) Output {
 		return out
 	}
 	out.File.Directory, ok = d.path(dir.value, dir.path)
-	if ok && storage != "" && (within(out.File.Directory, storage) || within(storage, out.File.Directory)) {
+	if ok && storage != "" && overlap(out.File.Directory, storage) {
 		d.fail(dir.value, dir.path, "must be separate from storage (%s): Traefik reads this directory, the state directory holds private keys", storage)
 	}
 	return out
@@ -406,10 +406,50 @@ func (d *decoder) separateKeySpaces(f *field, st Storage, out Output) {
 	}
 }
 
+// overlap reports whether one of the directories a and b is the other or below it, as
+// written or after resolving the symbolic links of their existing parts (a symlink from
+// the output directory into the state directory must not get past the check).
+func overlap(a, b string) bool {
+	ra, rb := resolveExisting(a), resolveExisting(b)
+	return within(a, b) || within(b, a) || within(ra, rb) || within(rb, ra)
+}
+
 // within reports whether path is dir or below it; both are clean.
 func within(path, dir string) bool {
 	rel, err := filepath.Rel(dir, path)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// resolveExisting returns the clean absolute path with the symbolic links of its longest
+// existing prefix resolved, a dangling link included (the rest may not exist yet:
+// certfetch creates it).
+func resolveExisting(path string) string { return resolveLinks(path, 0) }
+
+// maxLinks bounds the symbolic links followed, as the kernel does (ELOOP after 40).
+const maxLinks = 40
+
+func resolveLinks(path string, links int) string {
+	rest := ""
+	for p := path; ; {
+		if fi, err := os.Lstat(p); err == nil {
+			if target, err := os.Readlink(p); err == nil && fi.Mode()&os.ModeSymlink != 0 && links < maxLinks {
+				if !filepath.IsAbs(target) {
+					target = filepath.Join(filepath.Dir(p), target)
+				}
+				return resolveLinks(filepath.Join(target, rest), links+1)
+			}
+			if resolved, err := filepath.EvalSymlinks(p); err == nil {
+				return filepath.Join(resolved, rest)
+			}
+			return filepath.Join(p, rest)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return path
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+		p = parent
+	}
 }
 
 func (d *decoder) renewal(f *field, r *Renewal) {

@@ -31,11 +31,12 @@ func TestParseAppliesDefaults(t *testing.T) {
 			KeyType:             config.EC256,
 			CASystemCertPool:    true,
 			MaxConcurrentOrders: 4,
+			RequestsPerSecond:   20,
 			HTTP: config.HTTPTimeouts{
 				DialTimeout:           10 * time.Second,
 				TLSHandshakeTimeout:   10 * time.Second,
-				ResponseHeaderTimeout: 2 * time.Minute,
-				RequestTimeout:        3 * time.Minute,
+				ResponseHeaderTimeout: 30 * time.Second,
+				RequestTimeout:        time.Minute,
 			},
 			HTTPChallenge: config.HTTPChallenge{Stateless: true},
 		}},
@@ -216,4 +217,19 @@ func TestSharedStorage(t *testing.T) {
 			assert.Equal(t, tc.want, cfg.Storage)
 		})
 	}
+}
+
+// TestOutputThroughSymlinkIntoStorage: an output directory that is a symbolic link into
+// the state directory is refused like the path itself would be.
+func TestOutputThroughSymlinkIntoStorage(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	require.NoError(t, os.Mkdir(state, 0o700))
+	link := filepath.Join(dir, "traefik")
+	require.NoError(t, os.Symlink(filepath.Join(state, "certs"), link))
+	yml := fmt.Sprintf("storage: %s\nresolvers:\n  ca:\n    caServer: https://ca.example/dir\n    httpChallenge:\n      stateless: true\noutput:\n  file:\n    directory: %s\n", state, link)
+	_, err := config.Parse(filepath.Join(dir, "certfetch.yml"), []byte(yml))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "output.file.directory: must be separate from storage")
 }

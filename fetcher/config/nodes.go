@@ -292,6 +292,20 @@ func (d *decoder) fraction(n *yaml.Node, path string) (float64, bool) {
 	return v, true
 }
 
+// number decodes a number from lo to hi, both included.
+func (d *decoder) number(n *yaml.Node, path string, lo, hi float64) (float64, bool) {
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") {
+		d.fail(n, path, "must be a number from %g to %g, got %s", lo, hi, describe(n))
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(n.Value, 64)
+	if err != nil || math.IsNaN(v) || v < lo || v > hi {
+		d.fail(n, path, "must be a number from %g to %g, got %s", lo, hi, n.Value)
+		return 0, false
+	}
+	return v, true
+}
+
 // oneOf decodes a string that must be one of allowed (case-sensitive, as
 // Traefik's key type names are).
 func (d *decoder) oneOf(n *yaml.Node, path string, allowed ...string) (string, bool) {

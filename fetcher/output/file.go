@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -171,7 +172,16 @@ func (o *FileOutput) Publish(_ context.Context, name string, certPEM, keyPEM []b
 	sum := sha256.Sum256(certPEM)
 	base := filepath.Join(o.certs, name+"-"+hex.EncodeToString(sum[:])[:idLength])
 	next := pair{CertFile: base + ".crt", KeyFile: base + ".key"}
-	previous := o.published(name)
+	previous, err := o.owned(name)
+	if err != nil {
+		return err
+	}
+	if previous != nil {
+		served, _ := os.ReadFile(previous.CertFile) // unreadable: replaced
+		if err := checkNotOlder(name, served, certPEM); err != nil {
+			return err
+		}
+	}
 	if previous != nil && *previous == next && exists(next.CertFile) && exists(next.KeyFile) {
 		// Already in service (a restarted daemon publishes everything once
 		// more): rewriting would only make Traefik reload for nothing.
@@ -210,7 +220,10 @@ func (o *FileOutput) Remove(_ context.Context, name string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 
-	previous := o.published(name)
+	previous, err := o.owned(name)
+	if err != nil {
+		return err
+	}
 	if err := os.Remove(o.yamlPath(name)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
@@ -291,9 +304,78 @@ func (o *FileOutput) expired(e fs.DirEntry, now time.Time) bool {
 	return err == nil && now.Sub(info.ModTime()) >= o.grace
 }
 
+// Published implements Publisher: the certificate file <name>.yml points at.
+func (o *FileOutput) Published(_ context.Context, name string) ([]byte, error) {
+	if err := checkName(name); err != nil {
+		return nil, fmt.Errorf("read published certificate %q: %w", name, err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p, err := o.owned(name)
+	if p == nil || err != nil {
+		return nil, err
+	}
+	certPEM, err := os.ReadFile(p.CertFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read published certificate %q: %w", name, err)
+	}
+	return certPEM, nil
+}
+
+// Names implements Publisher: the <name>.yml files certfetch wrote (they start with its
+// header); other files in the directory are the user's.
+func (o *FileOutput) Names(context.Context) ([]string, error) {
+	entries, err := os.ReadDir(o.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list published certificates in %s: %w", o.dir, err)
+	}
+	var names []string
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".yml")
+		if !ok || !e.Type().IsRegular() || checkName(name) != nil {
+			continue
+		}
+		if ours, err := o.ownedFile(name); err == nil && ours {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+// ownedFile reports whether <name>.yml exists and was written by certfetch (it starts
+// with yamlHeader); false, nil when it does not exist.
+func (o *FileOutput) ownedFile(name string) (bool, error) {
+	f, err := os.Open(o.yamlPath(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", o.yamlPath(name), err)
+	}
+	defer f.Close()
+	head := make([]byte, len(yamlHeader))
+	n, _ := io.ReadFull(f, head)
+	if string(head[:n]) != yamlHeader {
+		return false, fmt.Errorf("%s: %w", o.yamlPath(name), ErrNotOwned)
+	}
+	return true, nil
+}
+
+// owned returns the pair <name>.yml points at, nil when there is no such file, and
+// ErrNotOwned when the file is not certfetch's. o.mu is held.
+func (o *FileOutput) owned(name string) (*pair, error) {
+	if ours, err := o.ownedFile(name); !ours {
+		return nil, err
+	}
+	return o.published(name), nil
+}
+
 // published returns the pair <name>.yml points at, or nil when there is no
-// such file. A file that cannot be read or parsed (which certfetch never
-// writes) is logged and treated as absent: publishing replaces it.
+// such file. A file of certfetch's that cannot be read or parsed is logged
+// and treated as absent: publishing replaces it.
 func (o *FileOutput) published(name string) *pair {
 	data, err := os.ReadFile(o.yamlPath(name))
 	if errors.Is(err, fs.ErrNotExist) {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -116,7 +118,7 @@ type KVError struct {
 // Error renders `publish certificate "name" to redis 127.0.0.1:6379: cause`.
 func (e *KVError) Error() string {
 	prep := "to"
-	if e.Op == "remove" {
+	if e.Op == "remove" || e.Op == "read" {
 		prep = "from"
 	}
 	return fmt.Sprintf("%s certificate %q %s %s %s: %v", e.Op, e.Name, prep, e.Store, e.Endpoint, e.Err)
@@ -329,13 +331,48 @@ func (o *KVOutput) Publish(ctx context.Context, name string, certPEM, keyPEM []b
 		return err
 	}
 	next := kvPair{Cert: string(certPEM), Key: string(keyPEM)}
-	return o.update(ctx, "publish", name, func(published map[string]kvPair) bool {
-		if published[name] == next {
+	var older error
+	err := o.update(ctx, "publish", name, func(published map[string]kvPair) bool {
+		older = checkNotOlder(name, []byte(published[name].Cert), certPEM)
+		if older != nil || published[name] == next {
 			return false
 		}
 		published[name] = next
 		return true
 	})
+	if err != nil {
+		return err
+	}
+	return older
+}
+
+// Published implements Publisher: name's entry of the list.
+func (o *KVOutput) Published(ctx context.Context, name string) ([]byte, error) {
+	published, err := o.read(ctx, name)
+	if err != nil || published[name].Cert == "" {
+		return nil, err
+	}
+	return []byte(published[name].Cert), nil
+}
+
+// Names implements Publisher: the names in the index.
+func (o *KVOutput) Names(ctx context.Context) ([]string, error) {
+	published, err := o.read(ctx, "(all)")
+	if err != nil {
+		return nil, err
+	}
+	return slices.Sorted(maps.Keys(published)), nil
+}
+
+// read returns what is published, in one consistent view of the index and the list
+// (a transaction attempt that writes nothing).
+func (o *KVOutput) read(ctx context.Context, name string) (map[string]kvPair, error) {
+	var snapshot map[string]kvPair
+	err := o.update(ctx, "read", name, func(published map[string]kvPair) bool {
+		snapshot = maps.Clone(published)
+		return false
+	})
+	return snapshot, err
 }
 
 // Remove implements Publisher: name's entry leaves the list, the entries

@@ -5,9 +5,26 @@
 package output
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
+)
+
+// Errors a publication wraps (test with errors.Is).
+var (
+	// ErrNotOwned means the place where a certificate would be published holds
+	// something certfetch did not write (a user's own <name>.yml in the file
+	// provider's directory): it is neither replaced nor removed.
+	ErrNotOwned = errors.New("not written by certfetch; certfetch leaves it alone (rename the certificate or move the file)")
+	// ErrOlder means the output already serves a newer certificate under the
+	// name (issued later) than the one to publish: it is kept. It happens
+	// when the state store was restored from an older backup.
+	ErrOlder = errors.New("the output serves a newer certificate under this name; it is kept")
 )
 
 // Publisher hands certificates to a TLS terminator. Implementations are safe
@@ -25,6 +42,12 @@ type Publisher interface {
 	// Prune deletes material superseded at least the grace period before
 	// now. Call it periodically; Publish and Remove never delete at once.
 	Prune(ctx context.Context, now time.Time) error
+	// Published returns the certificate (PEM chain) served under name, nil
+	// when none is. A place certfetch does not own is ErrNotOwned.
+	Published(ctx context.Context, name string) ([]byte, error)
+	// Names returns the names certfetch serves certificates under, sorted;
+	// never what it did not write.
+	Names(ctx context.Context) ([]string, error)
 }
 
 // PublishCloser is a Publisher that may hold connections.
@@ -74,7 +97,66 @@ func (f fanOut) Prune(ctx context.Context, now time.Time) error {
 	return f.each(func(o PublishCloser) error { return o.Prune(ctx, now) })
 }
 
+// Published returns the certificate every output serves under name, nil when
+// they do not all serve the same one (publishing again fixes that).
+func (f fanOut) Published(ctx context.Context, name string) ([]byte, error) {
+	var first []byte
+	for i, o := range f {
+		served, err := o.Published(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 && !bytes.Equal(served, first) {
+			return nil, nil
+		}
+		first = served
+	}
+	return first, nil
+}
+
+// Names returns the names any output serves.
+func (f fanOut) Names(ctx context.Context) ([]string, error) {
+	var all []string
+	for _, o := range f {
+		names, err := o.Names(ctx)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, names...)
+	}
+	slices.Sort(all)
+	return slices.Compact(all), nil
+}
+
 // Close implements PublishCloser.
 func (f fanOut) Close() error {
 	return f.each(func(o PublishCloser) error { return o.Close() })
+}
+
+// checkNotOlder refuses to replace served with next when served was issued later: the
+// published certificate is never replaced by an older one. An unparsable served
+// certificate is replaced.
+func checkNotOlder(name string, served, next []byte) error {
+	if len(served) == 0 || bytes.Equal(served, next) {
+		return nil
+	}
+	current, err1 := leafNotBefore(served)
+	candidate, err2 := leafNotBefore(next)
+	if err1 != nil || err2 != nil || !current.After(candidate) {
+		return nil
+	}
+	return fmt.Errorf("publish certificate %q (issued %s): served one issued %s: %w", name,
+		candidate.UTC().Format(time.RFC3339), current.UTC().Format(time.RFC3339), ErrOlder)
+}
+
+func leafNotBefore(certPEM []byte) (time.Time, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return time.Time{}, errors.New("no PEM block")
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return leaf.NotBefore, nil
 }

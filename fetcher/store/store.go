@@ -64,6 +64,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -192,9 +193,46 @@ func (s *Store) read(ctx context.Context, dir, name string, v any) error {
 		return err
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("decode %s on %s: %w", key, s.b, err)
+		return &CorruptError{Key: key, Store: s.b.String(), Raw: data, Err: err}
 	}
 	return nil
+}
+
+// CorruptError is the error of a record that exists but cannot be decoded: written by
+// something else, edited by hand, or torn by a tool that does not write atomically
+// (certfetch's own writes are atomic). Raw is its content, for Quarantine.
+type CorruptError struct {
+	// Key is the record's key, such as "certificates/www.example.com".
+	Key string
+	// Store names the backend and where it keeps the record.
+	Store string
+	Raw   []byte
+	Err   error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("decode %s on %s: %v", e.Key, e.Store, e.Err)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// quarantineDir holds records moved aside by Quarantine.
+const quarantineDir = "quarantine"
+
+// Quarantine moves a corrupt record aside: its content is kept under
+// quarantine/<dir>-<name>-<UTC time> (a file quarantine/….json in a state directory),
+// for an operator to look at, and the record is deleted (fenced by a lease in ctx, like
+// every delete), so that the next read finds none. It returns where the content went.
+func (s *Store) Quarantine(ctx context.Context, e *CorruptError) (string, error) {
+	dir, name, _ := strings.Cut(e.Key, "/")
+	aside := dir + "-" + name + "-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+	if err := s.b.Put(context.WithoutCancel(ctx), quarantineDir+"/"+aside, e.Raw); err != nil {
+		return "", fmt.Errorf("quarantine %s: %w", e.Key, err)
+	}
+	if err := s.remove(ctx, dir, name); err != nil {
+		return "", fmt.Errorf("quarantine %s: %w", e.Key, err)
+	}
+	return quarantineDir + "/" + aside + " on " + s.b.String(), nil
 }
 
 func (s *Store) write(ctx context.Context, dir, name string, v any) error {
@@ -300,12 +338,20 @@ type Certificate struct {
 	// ARINextCheck is when to ask the CA's renewal information again.
 	ARINextCheck time.Time `json:"ariNextCheck,omitzero"`
 	LastSuccess  time.Time `json:"lastSuccess,omitzero"`
-	// LastError is the last attempt's error, empty after a success.
+	// KeyType is the certificate key's type; empty in records written before it was
+	// stored (the key itself tells).
+	KeyType acme.KeyType `json:"keyType,omitempty"`
+	// LastError is the last attempt's error, empty after a success, and Reason its
+	// short reason word (the daemon's failure reasons: deadline, unreachable, ...).
 	LastError   string    `json:"lastError,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
 	LastAttempt time.Time `json:"lastAttempt,omitzero"`
 	// Failures counts attempts that failed since the last success; it drives
 	// the back-off.
 	Failures int `json:"failures,omitempty"`
+	// Deadlines counts attempts in a row whose deadline passed while the order lived on
+	// at the CA; it stretches the wait before the next resume.
+	Deadlines int `json:"deadlines,omitempty"`
 	// RetryAt, when set, is the earliest next attempt (back-off, Retry-After
 	// or an order still processing at the CA).
 	RetryAt time.Time `json:"retryAt,omitzero"`
@@ -345,7 +391,7 @@ func loadAll[T any](ctx context.Context, s *Store, dir string, load func(context
 	var recs []T
 	for _, key := range keys {
 		rec, err := load(ctx, key[len(dir)+1:])
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, acme.ErrNoRecord) {
 			continue
 		}
 		if err != nil {
@@ -364,12 +410,23 @@ func (s *Store) Journal() acme.Journal { return journal{s} }
 type journal struct{ s *Store }
 
 // Load implements acme.Journal.
+// A journaled order that cannot be decoded cannot be resumed: it is quarantined
+// (Store.Quarantine) and reported as no record, so that the engine starts a new order
+// instead of failing on it forever.
 func (j journal) Load(ctx context.Context, key string) (*acme.Record, error) {
 	var rec acme.Record
-	if err := j.s.read(ctx, ordersDir, key, &rec); err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return nil, fmt.Errorf("%w: %w", acme.ErrNoRecord, err)
+	err := j.s.read(ctx, ordersDir, key, &rec)
+	var corrupt *CorruptError
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, fmt.Errorf("%w: %w", acme.ErrNoRecord, err)
+	case errors.As(err, &corrupt):
+		where, qerr := j.s.Quarantine(ctx, corrupt)
+		if qerr != nil {
+			return nil, errors.Join(err, qerr)
 		}
+		return nil, fmt.Errorf("%w: %w (moved to %s)", acme.ErrNoRecord, err, where)
+	case err != nil:
 		return nil, err
 	}
 	return &rec, nil
