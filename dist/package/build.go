@@ -468,6 +468,7 @@ func packageInfo(opts Options, stage, version string, mtime time.Time, format st
 			Type: files.TypeConfigNoReplace, FileInfo: &files.ContentFileInfo{Mode: 0o644},
 		},
 		file(filepath.Join(repo, "dist", "prometheus", "certfetch.rules.yml"), docDir+"/examples/prometheus/certfetch.rules.yml", 0o644),
+		file(filepath.Join(repo, "dist", "grafana", "certfetch.json"), docDir+"/examples/grafana/certfetch.json", 0o644),
 	}
 	for _, unit := range units {
 		contents = append(contents, file(filepath.Join(stage, unit), unitDir+"/"+unit, 0o644))
@@ -538,7 +539,7 @@ func packageInfo(opts Options, stage, version string, mtime time.Time, format st
 		}
 		// Directories only this package uses: RPM owns no directory it is
 		// not told to (dpkg records every parent directory itself).
-		for _, dir := range []string{docDir, docDir + "/examples", docDir + "/examples/prometheus", licenseDir} {
+		for _, dir := range []string{docDir, docDir + "/examples", docDir + "/examples/prometheus", docDir + "/examples/grafana", licenseDir} {
 			contents = append(contents, &files.Content{Destination: dir, Type: files.TypeDir, FileInfo: &files.ContentFileInfo{Mode: 0o755}})
 		}
 		// RPM has a separate Summary: the description starts after it.

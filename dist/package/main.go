@@ -11,10 +11,10 @@
 // /usr/bin/certfetch); their sysusers.d and tmpfiles.d entries in /usr/lib;
 // /etc/certfetch/certfetch.yml as a conffile, made from
 // testdata/certfetch.example.yml so that it passes `certfetch check`;
-// README, license and changelogs in /usr/share/doc/certfetch, and the
-// Prometheus alert rules as an example. The maintainer scripts (scripts/)
-// create the user and the output directory and never enable or start the
-// service.
+// README, license, changelogs and a man page made from `certfetch --help`;
+// the Prometheus alert rules and the Grafana dashboard as examples. The
+// maintainer scripts (scripts/) create the user and the output directory
+// and never enable or start the service.
 //
 // It lives in a module of its own (dist/package/go.mod) so that nfpm and
 // its dependencies stay out of the root module, which the Traefik plugin

@@ -121,6 +121,7 @@ var packagedFiles = []wantFile{
 	{"/etc/certfetch/certfetch.yml", "root", "root", 0o644},
 	{"/usr/share/doc/certfetch/README.md", "root", "root", 0o644},
 	{"/usr/share/doc/certfetch/examples/prometheus/certfetch.rules.yml", "root", "root", 0o644},
+	{"/usr/share/doc/certfetch/examples/grafana/certfetch.json", "root", "root", 0o644},
 	{"/usr/share/man/man1/certfetch.1.gz", "root", "root", 0o644},
 }
 
@@ -338,7 +339,7 @@ func TestRPMContents(t *testing.T) {
 	for _, p := range []string{"/usr/share/licenses/certfetch/LICENSE"} {
 		want[p] = "-rw-r--r-- root:root"
 	}
-	for _, p := range []string{"/usr/share/doc/certfetch", "/usr/share/doc/certfetch/examples", "/usr/share/doc/certfetch/examples/prometheus", "/usr/share/licenses/certfetch"} {
+	for _, p := range []string{"/usr/share/doc/certfetch", "/usr/share/doc/certfetch/examples", "/usr/share/doc/certfetch/examples/prometheus", "/usr/share/doc/certfetch/examples/grafana", "/usr/share/licenses/certfetch"} {
 		want[p] = "drwxr-xr-x root:root"
 	}
 	if _, ok := got["/usr/share/doc/certfetch/CHANGELOG.md"]; ok || fileExists(filepath.Join(repoRoot, "CHANGELOG.md")) {

@@ -10,7 +10,8 @@
 // alert has a severity and tells the operator what happened and what to do,
 // names only metrics certfetch exports, and is tested firing and not firing;
 // and the tests are shown to catch changes of the thresholds (a copy of the
-// rules with one threshold changed must fail them).
+// rules with one threshold changed must fail them). dashboard_test.go checks
+// the Grafana dashboard (dist/grafana) against the same list of metrics.
 package prometheus_test
 
 import (
