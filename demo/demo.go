@@ -100,7 +100,7 @@ func (s *Sandbox) setup(ln net.Listener, certificates [][]string) (*config.Confi
 	if s.Store, err = fetcher.OpenStore(context.Background(), cfg.Storage); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	if s.Thumbprint, err = fetcher.Thumbprint(context.Background(), s.Store, cfg.Resolvers[ResolverName]); err != nil {
+	if s.Thumbprint, err = fetcher.Thumbprint(context.Background(), s.Store, cfg.Resolvers[ResolverName], false); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	plugin, err := certfetch.New(context.Background(), http.NotFoundHandler(), &certfetch.Config{Thumbprint: s.Thumbprint}, "sandbox")

@@ -194,7 +194,7 @@ func testKVThreeTraefiks(t *testing.T, b kvBackend) {
 	}
 
 	d, st, cfg, logs := newKVDaemon(t, dir, ca, domain, output)
-	tp, err := fetcher.Thumbprint(t.Context(), st, cfg.Resolvers[resolverName])
+	tp, err := fetcher.Thumbprint(t.Context(), st, cfg.Resolvers[resolverName], false)
 	require.NoError(t, err)
 	challenge := readYAML(t, filepath.Join(repoRoot, "testdata", "traefik", "certfetch", "acme-challenge.yml"))
 	settings := mapAt(t, mapAt(t, mapAt(t, mapAt(t, challenge, "http"), "middlewares"), middlewareName), "plugin")

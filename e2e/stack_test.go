@@ -160,7 +160,7 @@ func (s *stack) daemon(t testing.TB) *fetcher.Daemon {
 	}
 	t.Cleanup(d.Close)
 	if s.opts.mode == thumbprintMode {
-		tp, err := fetcher.Thumbprint(t.Context(), s.store, s.cfg.Resolvers[resolverName])
+		tp, err := fetcher.Thumbprint(t.Context(), s.store, s.cfg.Resolvers[resolverName], false)
 		require.NoError(t, err)
 		plugin = map[string]any{"thumbprint": tp}
 	}

@@ -34,12 +34,12 @@ func OpenStore(ctx context.Context, s config.Storage) (*store.Store, error) {
 	}
 }
 
-// newOutput builds the outputs cfg configures (file, redis, etcd, any
+// OpenOutput builds the outputs cfg configures (file, redis, etcd, any
 // combination, at least one), fanned out when there are several. Nothing
 // connects here: a store that is down makes publications fail with
-// kvclient.ErrUnavailable, not newOutput. Close the result when it is
+// kvclient.ErrUnavailable, not OpenOutput. Close the result when it is
 // replaced (configuration reload) or at exit.
-func newOutput(cfg config.Output, logger *slog.Logger) (output.PublishCloser, error) {
+func OpenOutput(cfg config.Output, logger *slog.Logger) (output.PublishCloser, error) {
 	var (
 		outs []output.PublishCloser
 		errs []error

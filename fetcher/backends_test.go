@@ -57,7 +57,7 @@ func TestNewOutputBuildsTheConfiguredOutputs(t *testing.T) {
 			if tt.etcd {
 				cfg.Etcd = &config.EtcdConnection{Endpoints: []string{etcdURL}, RootKey: tt.desc, Timeout: time.Second}
 			}
-			out, err := newOutput(cfg, slog.New(slog.DiscardHandler))
+			out, err := OpenOutput(cfg, slog.New(slog.DiscardHandler))
 			require.NoError(t, err)
 			t.Cleanup(func() { assert.NoError(t, out.Close()) })
 			require.NoError(t, out.Publish(t.Context(), "a.example", certPEM, keyPEM))
@@ -84,7 +84,7 @@ func TestNewOutputBuildsTheConfiguredOutputs(t *testing.T) {
 
 func TestNewOutputWithoutOutputs(t *testing.T) {
 	t.Parallel()
-	_, err := newOutput(config.Output{}, nil)
+	_, err := OpenOutput(config.Output{}, nil)
 	require.EqualError(t, err, "output: none configured (set output.file, output.redis or output.etcd)")
 }
 

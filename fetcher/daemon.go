@@ -111,7 +111,7 @@ func (d *Daemon) apply(cfg *config.Config) ([]string, error) {
 
 	out := oldOut
 	if out == nil || !out.same(cfg.Output) {
-		pub, err := newOutput(cfg.Output, d.log)
+		pub, err := OpenOutput(cfg.Output, d.log)
 		if err != nil {
 			return nil, err
 		}

@@ -134,7 +134,7 @@ func TestReloadAddsAndRemovesCertificates(t *testing.T) {
 
 	cfg, err := e.sb.WriteConfig([]string{"b.example.test"})
 	require.NoError(t, err)
-	require.NoError(t, d.Reload(cfg))
+	require.NoError(t, d.Reload(t.Context(), cfg))
 	require.NoError(t, d.Once(ctx))
 
 	e.served(t, "b.example.test", "b.example.test")

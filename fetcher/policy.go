@@ -25,6 +25,11 @@ const (
 	pendingRetryMin = time.Second
 	pendingRetryMax = 5 * time.Minute
 
+	// freeResumes and pendingBackoffBase shape the waits after repeated deadlines; see
+	// pendingWait.
+	freeResumes        = 2
+	pendingBackoffBase = 15 * time.Second
+
 	// ariRecheck is how often the daemon asks the CA's renewal information again when the
 	// CA sends no Retry-After (RFC 9773 §4.3 suggests a few times a day).
 	ariRecheck = 6 * time.Hour
@@ -42,24 +47,31 @@ func backoff(n int) time.Duration {
 		d = min(backoffBase<<(n-1), backoffMax)
 	}
 
-	jitter := 0.75 + rand.Float64()/2 // ±25 %
+	return jitter(d)
+}
 
-	return time.Duration(float64(d) * jitter)
+// jitter spreads d by ±25 %.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.75 + rand.Float64()/2))
 }
 
 // pendingWait returns how long to wait before resuming an order whose attempt ended at
 // its deadline for the n-th time in a row (n >= 1), given the CA's Retry-After (zero:
-// none). The first resume follows the CA: a slow CA that needs a little more than the
-// deadline (42 s against 30 s, the reported case) finishes in the second attempt. From
-// the second deadline on, the CA needs much more than the deadline: the wait grows like a
-// failure's (1, 2, 4 ... minutes), never shorter than Retry-After, so that a CA that never
-// finishes is not polled by a new attempt every deadline forever.
+// none). The first freeResumes resumes follow the CA: a slow CA that needs a little more
+// than the deadline (42 s against 30 s, the reported case) finishes in the second
+// attempt, or the third when a poll just missed it. After that the CA needs far more
+// than the deadline, or has stalled: the wait grows from pendingBackoffBase, doubling up
+// to pendingRetryMax (with the failures' jitter), never shorter than Retry-After, so that
+// an order the CA never finishes is not polled by a new attempt every deadline forever.
 func pendingWait(n int, retryAfter time.Duration) time.Duration {
 	wait := min(max(retryAfter, pendingRetryMin), pendingRetryMax)
-	if n >= 2 {
-		wait = max(wait, backoff(n-1))
+	if n > freeResumes {
+		grown := pendingRetryMax
+		if k := n - freeResumes - 1; k < 5 { // 15 s << 5 is past pendingRetryMax
+			grown = min(pendingBackoffBase<<k, pendingRetryMax)
+		}
+		wait = max(wait, jitter(grown))
 	}
-
 	return wait
 }
 

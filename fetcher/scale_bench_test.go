@@ -75,7 +75,7 @@ func BenchmarkIssueMany(b *testing.B) {
 		for b.Loop() {
 			sb, cfg, err := demo.Start(demo.Options{Dir: b.TempDir()}, domains(legoBatch)...)
 			require.NoError(b, err)
-			acct, err := fetcher.AccountKey(b.Context(), sb.Store, cfg.Resolvers[demo.ResolverName])
+			acct, err := fetcher.AccountKey(b.Context(), sb.Store, cfg.Resolvers[demo.ResolverName], false)
 			require.NoError(b, err)
 			key, err := acme.ParseKey(acct.KeyPEM)
 			require.NoError(b, err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/certfetch/certfetch/demo"
 	"github.com/certfetch/certfetch/fetcher"
+	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/store"
 	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
@@ -86,13 +87,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 	say("certfetch: deadline %s per attempt; config %s", o.timeout, sb.ConfigPath)
 
 	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelError}))
-	d, err := fetcher.New(cfg, st, fetcher.Options{Logger: logger})
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-
-	issued, err := runUntilIssued(ctx, d, st, say)
+	issued, err := runUntilPublished(ctx, cfg, st, logger, say)
 	if err != nil {
 		return err
 	}
@@ -112,29 +107,36 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) error {
 	return nil
 }
 
-// runUntilIssued runs the daemon until the demo certificate is published,
-// printing progress every few seconds while the CA is slow.
-func runUntilIssued(ctx context.Context, d *fetcher.Daemon, st *store.Store, say func(string, ...any)) (*store.Certificate, error) {
+// runUntilPublished runs the daemon until the demo certificate is published, telling
+// what happens to it (from the daemon's steps) and printing a line every few seconds
+// while the CA is slow.
+func runUntilPublished(ctx context.Context, cfg *config.Config, st *store.Store, logger *slog.Logger, say func(string, ...any)) (*store.Certificate, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	name := demoDomain
-	passes := 0
+	attempts := 0
+	observe := func(e fetcher.Event) {
+		switch e.Step {
+		case fetcher.StepOrdering:
+			attempts++
+			say("attempt %d: ordering (or resuming the journaled order)", attempts)
+		case fetcher.StepPending:
+			say("attempt %d ended at its deadline: %v", attempts, e.Err)
+			say("the order stays journaled and is resumed after the CA's Retry-After")
+		case fetcher.StepFailed:
+			say("attempt %d failed: %v", attempts, e.Err)
+		case fetcher.StepStored:
+			say("certificate stored in the state directory")
+		case fetcher.StepPublished:
+			cancel()
+		}
+	}
+	d, err := fetcher.New(cfg, st, fetcher.Options{Logger: logger, Observe: observe})
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
 	done := make(chan error, 1)
-	go func() {
-		done <- d.Run(runCtx, func(fetcher.Summary) {
-			passes++
-			rec, err := st.LoadCertificate(runCtx, name)
-			switch {
-			case err != nil:
-				say("attempt %d: %v", passes, err)
-			case len(rec.CertPEM) > 0:
-				cancel()
-			case rec.LastError != "":
-				say("attempt %d ended: %s", passes, rec.LastError)
-				say("the order stays journaled; resuming it at %s", rec.RetryAt.Format(time.TimeOnly))
-			}
-		})
-	}()
+	go func() { done <- d.Run(runCtx, nil) }()
 	ticker := time.NewTicker(5 * time.Second)
 	defer ticker.Stop()
 	for {
@@ -143,9 +145,9 @@ func runUntilIssued(ctx context.Context, d *fetcher.Daemon, st *store.Store, say
 			if err != nil {
 				return nil, err
 			}
-			rec, err := st.LoadCertificate(ctx, name)
+			rec, err := st.LoadCertificate(ctx, demoDomain)
 			if err != nil || len(rec.CertPEM) == 0 {
-				return nil, errors.Join(errors.New("stopped before the certificate was issued"), err, runCtx.Err())
+				return nil, errors.Join(errors.New("stopped before the certificate was issued"), err, ctx.Err())
 			}
 			return rec, nil
 		case <-ticker.C:

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/certfetch/certfetch/acme"
 	"github.com/certfetch/certfetch/fetcher"
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/metrics"
@@ -46,8 +48,9 @@ Usage:
   certfetch run        [--config FILE]   run the daemon (systemd Type=notify)
   certfetch once       [--config FILE]   do what is due, then exit (non-zero if anything failed)
   certfetch check      [--config FILE]   validate the configuration
-  certfetch status     [--config FILE]   show every certificate's state
-  certfetch thumbprint [--config FILE] [RESOLVER]
+  certfetch status     [--config FILE] [--json]
+                                         show every certificate's state (non-zero if any needs attention)
+  certfetch thumbprint [--config FILE] [--new-key] [RESOLVER]
                                          print the account key thumbprint for the plugin
   certfetch demo       [--ca-delay 42s] [--timeout 30s] [--dir DIR]
                                          self-contained demo against a local slow test CA
@@ -114,9 +117,13 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 }
 
 // configCommand parses the flags of a command that reads the configuration
-// and loads it. ok is false when the command must exit with code.
-func configCommand(summary string, args []string, stderr io.Writer) (fs *flag.FlagSet, cfg *config.Config, path string, code int, ok bool) {
+// (defined by flags, besides --config, which may be nil) and loads it. ok is
+// false when the command must exit with code.
+func configCommand(summary string, args []string, stderr io.Writer, flags func(*flag.FlagSet)) (fs *flag.FlagSet, cfg *config.Config, path string, code int, ok bool) {
 	fs, cfgFlag := commandFlags(summary, stderr)
+	if flags != nil {
+		flags(fs)
+	}
 	if code, ok := parseFlags(fs, args); !ok {
 		return nil, nil, "", code, false
 	}
@@ -152,14 +159,6 @@ func configPath(flagValue string) string {
 	return defaultConfigPath
 }
 
-func newLogger(l config.Log, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: l.Level}
-	if l.Format == config.LogFormatJSON {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
-
 // loadConfig loads the configuration, printing its errors.
 func loadConfig(flagValue string, stderr io.Writer) (*config.Config, string, bool) {
 	path := configPath(flagValue)
@@ -176,6 +175,7 @@ func loadConfig(flagValue string, stderr io.Writer) (*config.Config, string, boo
 type daemonSetup struct {
 	cfg     *config.Config
 	path    string
+	logging *logging
 	log     *slog.Logger
 	store   *store.Store
 	unlock  func() error
@@ -214,7 +214,10 @@ func setup(flagValue string, serveMetrics bool, stderr io.Writer) (*daemonSetup,
 	if serveMetrics && cfg.Metrics.Listen != "" {
 		m = metrics.New()
 	}
-	log := newLogger(cfg.Log, stderr)
+	lg := newLogging(cfg.Log, stderr)
+	log := lg.Logger()
+	// lego's own log lines (its badNonce retries) go through the same logger.
+	acme.RouteLegoLog(log)
 	st, ok := openStore(cfg, stderr)
 	if !ok {
 		return nil, exitFailure
@@ -227,15 +230,19 @@ func setup(flagValue string, serveMetrics bool, stderr io.Writer) (*daemonSetup,
 		log.Error("cannot lock the state directory", "err", err)
 		return nil, exitFailure
 	}
-	d, err := fetcher.New(cfg, st, fetcher.Options{Logger: log, Metrics: m, LockTTL: cfg.Storage.LockTTL})
+	d, err := fetcher.New(cfg, st, fetcher.Options{Logger: log, Metrics: m, LockTTL: cfg.Storage.LockTTL, Observe: observe})
 	if err != nil {
 		st.Close()
 		unlock()
 		log.Error("cannot start", "err", err)
 		return nil, exitFailure
 	}
-	return &daemonSetup{cfg: cfg, path: path, log: log, store: st, unlock: unlock, daemon: d, metrics: m}, exitOK
+	return &daemonSetup{cfg: cfg, path: path, logging: lg, log: log, store: st, unlock: unlock, daemon: d, metrics: m}, exitOK
 }
+
+// observe is the daemon's Options.Observe: nil in the binary; the test binary sets it to
+// stop the process at a chosen step of a certificate's life.
+var observe func(fetcher.Event)
 
 func (s *daemonSetup) close() {
 	s.daemon.Close()
@@ -269,7 +276,7 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 
 	notify(s.log, daemon.SdNotifyReady)
 	s.log.Info("certfetch running", "config", s.path, "certificates", len(s.cfg.Certificates))
-	err := s.daemon.Run(ctx, func(sum fetcher.Summary) { notify(s.log, "STATUS="+sum.String()) })
+	err := s.daemon.Run(ctx, statusNotifier(ctx, s))
 	notify(s.log, daemon.SdNotifyStopping)
 	if err != nil {
 		s.log.Error("stopped", "err", err)
@@ -291,11 +298,12 @@ func reloadOnSignal(ctx context.Context, hup <-chan os.Signal, s *daemonSetup) {
 		notify(s.log, daemon.SdNotifyReloading)
 		cfg, err := config.Load(s.path)
 		if err == nil {
-			err = s.daemon.Reload(cfg)
+			err = s.daemon.Reload(ctx, cfg)
 		}
 		if err != nil {
 			s.log.Error("reload failed; keeping the running configuration", "config", s.path, "err", err)
 		} else {
+			s.logging.apply(cfg.Log)
 			s.log.Info("configuration reloaded", "config", s.path, "certificates", len(cfg.Certificates))
 		}
 		notify(s.log, daemon.SdNotifyReady)
@@ -342,7 +350,7 @@ func cmdOnce(args []string, _, stderr io.Writer) int {
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	_, cfg, path, code, ok := configCommand("check [--config FILE]", args, stderr)
+	_, cfg, path, code, ok := configCommand("check [--config FILE]", args, stderr, nil)
 	if !ok {
 		return code
 	}
@@ -351,7 +359,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	_, cfg, _, code, ok := configCommand("status [--config FILE]", args, stderr)
+	var asJSON bool
+	_, cfg, _, code, ok := configCommand("status [--config FILE] [--json]", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print JSON (an array of certificates) instead of a table")
+	})
 	if !ok {
 		return code
 	}
@@ -360,36 +371,83 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer st.Close()
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tDOMAINS\tRESOLVER\tNOT AFTER\tNEXT RENEWAL\tLAST ERROR")
-	for _, c := range cfg.Certificates {
-		notAfter, renewAt, lastErr := "-", "due now", "-"
-		rec, err := st.LoadCertificate(context.Background(), c.Name)
-		switch {
-		case err == nil:
-			if !rec.NotAfter.IsZero() {
-				notAfter = rec.NotAfter.UTC().Format(time.RFC3339)
-				renewAt = rec.RenewAt.UTC().Format(time.RFC3339)
-			}
-			if rec.LastError != "" {
-				lastErr = oneLine(rec.LastError)
-			}
-		case !errors.Is(err, store.ErrNotFound):
-			lastErr = oneLine(err.Error())
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, strings.Join(c.Domains, ","), c.Resolver, notAfter, renewAt, lastErr)
-	}
-	if err := tw.Flush(); err != nil {
+	out, err := fetcher.OpenOutput(cfg.Output, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintf(stderr, "certfetch: %v\n", err)
 		return exitFailure
 	}
+	defer out.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), storeOpenTimeout)
+	defer cancel()
+	statuses, err := fetcher.Status(ctx, cfg, st, out, time.Now())
+	if err != nil {
+		fmt.Fprintf(stderr, "certfetch: status: %v\n", err)
+		return exitFailure
+	}
+	if asJSON {
+		err = printStatusJSON(stdout, statuses)
+	} else {
+		err = printStatusTable(stdout, statuses)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "certfetch: status: %v\n", err)
+		return exitFailure
+	}
+	for _, s := range statuses {
+		if s.Trouble() {
+			return exitFailure
+		}
+	}
 	return exitOK
+}
+
+func printStatusJSON(w io.Writer, statuses []fetcher.CertificateStatus) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(statuses)
+}
+
+func printStatusTable(w io.Writer, statuses []fetcher.CertificateStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tDOMAINS\tRESOLVER\tSTATE\tNOT AFTER\tNEXT RENEWAL\tRETRY AT\tPROBLEM")
+	for _, s := range statuses {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.Domains, ","), s.Resolver, s.State,
+			timeCell(s.NotAfter), timeCell(s.RenewAt), timeCell(s.RetryAt), problemCell(s))
+	}
+	return tw.Flush()
+}
+
+func timeCell(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// problemCell is what is wrong with a certificate: its problem, else its last failure
+// with the reason, else "-".
+func problemCell(s fetcher.CertificateStatus) string {
+	var parts []string
+	if s.Problem != "" {
+		parts = append(parts, s.Problem)
+	}
+	if s.LastError != "" {
+		parts = append(parts, fmt.Sprintf("%s (%d): %s", s.Reason, s.Failures, s.LastError))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return oneLine(strings.Join(parts, "; "))
 }
 
 // oneLine keeps a table row on one line.
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func cmdThumbprint(args []string, stdout, stderr io.Writer) int {
-	fs, cfg, _, code, ok := configCommand("thumbprint [--config FILE] [RESOLVER]", args, stderr)
+	var newKey bool
+	fs, cfg, _, code, ok := configCommand("thumbprint [--config FILE] [--new-key] [RESOLVER]", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&newKey, "new-key", false, "create a new account key even though certificates were obtained with the old one (the plugin's thumbprint changes)")
+	})
 	if !ok {
 		return code
 	}
@@ -418,7 +476,7 @@ func cmdThumbprint(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer st.Close()
-	tp, err := fetcher.Thumbprint(context.Background(), st, rc)
+	tp, err := fetcher.Thumbprint(context.Background(), st, rc, newKey)
 	if err != nil {
 		fmt.Fprintf(stderr, "certfetch: %v\n", err)
 		return exitFailure

@@ -31,8 +31,8 @@ func TestDemoRunsToCompletion(t *testing.T) {
 	err := runDemo(context.Background(), demoOptions{caDelay: 3 * time.Second, timeout: 2 * time.Second, retryAfter: time.Second, dir: dir}, &out)
 	require.NoError(t, err, out.String())
 	text := out.String()
-	assert.Contains(t, text, "attempt 1 ended: acme: order")
-	assert.Contains(t, text, "the order stays journaled; resuming it")
+	assert.Contains(t, text, "attempt 1 ended at its deadline: acme: order")
+	assert.Contains(t, text, "the order stays journaled and is resumed")
 	assert.Contains(t, text, "certificate issued for demo.certfetch.test")
 	assert.Contains(t, text, "the CA saw 1 new-order request(s)")
 	assert.FileExists(t, filepath.Join(dir, "traefik", "demo.certfetch.test.yml"))
@@ -41,7 +41,7 @@ func TestDemoRunsToCompletion(t *testing.T) {
 	// once has nothing to do (the CA is gone, so any order would fail).
 	code, stdout, stderr := certfetch("status", "--config", filepath.Join(dir, "certfetch.yml"))
 	require.Equal(t, exitOK, code, stderr)
-	assert.Regexp(t, `(?m)^demo\.certfetch\.test\s+demo\.certfetch\.test\s+testca\s+\d{4}-\d\d-\d\dT\S+\s+\d{4}-\d\d-\d\dT\S+\s+-$`, stdout)
+	assert.Regexp(t, `(?m)^demo\.certfetch\.test\s+demo\.certfetch\.test\s+testca\s+published\s+\d{4}-\d\d-\d\dT\S+\s+\d{4}-\d\d-\d\dT\S+\s+-\s+-$`, stdout)
 	code, _, stderr = certfetch("once", "--config", filepath.Join(dir, "certfetch.yml"))
 	assert.Equal(t, exitOK, code, stderr)
 }
@@ -79,7 +79,8 @@ output:
 		{desc: "check help", args: []string{"check", "--help"}, wantCode: exitOK, wantStderr: "Usage: certfetch check"},
 		{desc: "thumbprint", args: []string{"thumbprint", "--config", good}, wantCode: exitOK, wantStdout: `^[A-Za-z0-9_-]{43}\n$`},
 		{desc: "thumbprint unknown resolver", args: []string{"thumbprint", "--config", good, "zz"}, wantCode: exitUsage, wantStderr: `unknown resolver "zz"`},
-		{desc: "status before issuance", args: []string{"status", "--config", good}, wantCode: exitOK, wantStdout: `(?m)^www\.example\.test\s+www\.example\.test\s+le\s+-\s+due now\s+-$`},
+		{desc: "status before issuance", args: []string{"status", "--config", good}, wantCode: exitOK, wantStdout: `(?m)^www\.example\.test\s+www\.example\.test\s+le\s+absent\s+-\s+-\s+-\s+-$`},
+		{desc: "status as JSON", args: []string{"status", "--config", good, "--json"}, wantCode: exitOK, wantStdout: `"state": "absent"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -115,7 +115,7 @@ func TestRunDaemon(t *testing.T) {
 	const wait, tick = 30 * time.Second, 50 * time.Millisecond
 	require.Eventually(t, published("one.example.test"), wait, tick, "first issuance; stderr:\n%s", stderr.String())
 	assert.True(t, notify.saw("READY=1"), "READY after the configuration and state loaded")
-	require.Eventually(t, func() bool { return notify.saw("STATUS=1 certificates, 0 failing") }, wait, tick)
+	require.Eventually(t, func() bool { return notify.saw("STATUS=1 certificates, 1 published, 0 failing") }, wait, tick)
 
 	assert.Contains(t, stderr.String(), `msg="serving metrics" addr=`+metricsAddr)
 	scrape := get(t, "http://"+metricsAddr+"/metrics")
