@@ -74,7 +74,7 @@ type Resolver struct {
 	// RequestsPerSecond bounds the requests sent to this CA, over all its orders; 0:
 	// no limit.
 	RequestsPerSecond float64
-	HTTP                HTTPTimeouts
+	HTTP              HTTPTimeouts
 	// HTTPChallenge says how the HTTP-01 challenge is answered.
 	HTTPChallenge HTTPChallenge
 }
