@@ -172,6 +172,7 @@ func (d *Daemon) apply(cfg *config.Config) ([]string, error) {
 		}
 	}
 	for name, rc := range cfg.Resolvers {
+		d.metrics.InitResolver(name, reasons, phases)
 		d.metrics.SetOrderTimeout(name, cmp.Or(rc.Timeout, cfg.Timeout))
 	}
 	return changed, nil

@@ -108,6 +108,13 @@ const (
 	reasonOther          = "other"
 )
 
+// reasons are every failure reason, for metrics that start at zero.
+var reasons = []string{reasonDeadline, reasonRateLimited, reasonUnreachable, reasonAuthorization, reasonOrderInvalid,
+	reasonBadCertificate, reasonAccount, reasonStore, reasonPublish, reasonOther}
+
+// phases are the order phases the engine reports.
+var phases = []string{acme.PhaseNewOrder, acme.PhaseAuthorization, acme.PhaseFinalize, acme.PhaseDownload}
+
 // storeError marks a failure of the state store, publishError one of an output, so
 // that failureReason tells them from the CA's failures.
 type storeError struct{ err error }

@@ -252,6 +252,32 @@ func (m *Metrics) DeleteCertificate(name string) {
 	m.renewal.DeleteLabelValues(name)
 }
 
+// issuanceResults are the result label values of ObserveIssuance.
+var issuanceResults = []string{"success", "pending", "failure"}
+
+// InitResolver creates every series of a resolver at zero: the failure
+// counters for each of reasons, the issuance histogram for each result, the
+// phase histogram for each of phases, the poll counter and the orders in
+// flight. Prometheus' increase() and rate() count nothing for a series'
+// first sample, so without this the first failure (or pending order) of
+// each kind after a start would go unseen by the alert rules.
+func (m *Metrics) InitResolver(resolver string, reasons, phases []string) {
+	if m == nil {
+		return
+	}
+	for _, r := range reasons {
+		m.failures.WithLabelValues(resolver, r)
+	}
+	for _, r := range issuanceResults {
+		m.issuance.WithLabelValues(resolver, r)
+	}
+	for _, p := range phases {
+		m.phases.WithLabelValues(resolver, p)
+	}
+	m.orderPolls.WithLabelValues(resolver)
+	m.inFlight.WithLabelValues(resolver)
+}
+
 // DeleteResolver removes the series of a resolver dropped from the
 // configuration.
 func (m *Metrics) DeleteResolver(name string) {
@@ -260,6 +286,10 @@ func (m *Metrics) DeleteResolver(name string) {
 	}
 	m.timeout.DeleteLabelValues(name)
 	m.inFlight.DeleteLabelValues(name)
+	m.orderPolls.DeleteLabelValues(name)
+	m.failures.DeletePartialMatch(prometheus.Labels{"resolver": name})
+	m.issuance.DeletePartialMatch(prometheus.Labels{"resolver": name})
+	m.phases.DeletePartialMatch(prometheus.Labels{"resolver": name})
 }
 
 // Handler returns the HTTP handler to serve: GET /metrics exposes the

@@ -434,3 +434,26 @@ func TestBuildInfo(t *testing.T) {
 	}, labels)
 	assert.Equal(t, 1.0, family.GetMetric()[0].GetGauge().GetValue())
 }
+
+// TestInitResolverStartsAtZero: a resolver's counters and histograms exist at zero before
+// anything happened, so that the first event of each kind is an increase.
+func TestInitResolverStartsAtZero(t *testing.T) {
+	t.Parallel()
+	m := metrics.New()
+	url := serveMetrics(t, m)
+	m.InitResolver("internal", []string{"deadline", "unreachable"}, []string{"finalize"})
+	_, scrape := get(t, url)
+	for _, want := range []string{
+		`certfetch_failures_total{reason="deadline",resolver="internal"} 0`,
+		`certfetch_failures_total{reason="unreachable",resolver="internal"} 0`,
+		`certfetch_issuance_duration_seconds_count{resolver="internal",result="pending"} 0`,
+		`certfetch_order_phase_duration_seconds_count{phase="finalize",resolver="internal"} 0`,
+		`certfetch_order_polls_total{resolver="internal"} 0`,
+		`certfetch_orders_in_flight{resolver="internal"} 0`,
+	} {
+		assert.Contains(t, scrape, want)
+	}
+	m.DeleteResolver("internal")
+	_, scrape = get(t, url)
+	assert.NotContains(t, scrape, `resolver="internal"`)
+}
