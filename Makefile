@@ -4,13 +4,13 @@ GO       ?= go
 YAEGI    := $(GO) run github.com/traefik/yaegi/cmd/yaegi@v0.16.1
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
-.PHONY: test test-deps test-go test-yaegi test-plugin-loader test-e2e lint bench fuzz
+.PHONY: test test-deps test-go test-yaegi test-plugin-loader test-package test-e2e lint bench fuzz
 
 ## test: every test: the module, the plugin under `yaegi test`, and the nested
 ## module that loads the plugin the way Traefik and the plugin catalog do,
 ## and the end-to-end suite against a real Traefik (test-e2e). test-deps
 ## comes first. On a machine without make, run scripts/test.
-test: test-deps lint test-go test-yaegi test-plugin-loader test-e2e
+test: test-deps lint test-go test-yaegi test-plugin-loader test-package test-e2e
 
 ## test-deps: installs the Debian packages the tests need when they are
 ## missing, or prints the command that does and fails (scripts/test-deps;
@@ -23,6 +23,7 @@ lint:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	cd test/yaegi && $(GO) vet ./...
+	cd dist/package && $(GO) vet ./...
 
 ## step-ca: Smallstep's ACME CA, built from test/stepca (a nested module, so
 ## the root go.mod never requires smallstep) with CGO_ENABLED=0: the cgo build
@@ -47,6 +48,11 @@ test-yaegi:
 
 test-plugin-loader:
 	cd test/yaegi && $(GO) test ./...
+
+## test-package: the .deb and .rpm built with nfpm (the nested module
+## dist/package), checked by lintian, installed into a scratch root.
+test-package:
+	cd dist/package && $(GO) test ./...
 
 ## test-e2e: the end-to-end suite (e2e/, build tag e2e) against a real
 ## Traefik, built once from the Go module proxy by the nested module

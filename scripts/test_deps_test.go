@@ -37,7 +37,7 @@ func TestTestDepsOnThisMachine(t *testing.T) {
 	t.Parallel()
 	code, stdout, stderr := testDeps(t, os.Getenv("PATH"))
 	require.Equal(t, 0, code, stderr)
-	assert.Regexp(t, `^test-deps: ok \(make git redis-server etcd go \d+\.\d+`, stdout)
+	assert.Regexp(t, `^test-deps: ok \(make git redis-server etcd promtool lintian rpm podman runc chattr go \d+\.\d+`, stdout)
 }
 
 // TestTestDepsReportsMissingPackages hides redis-server and etcd (a PATH
@@ -47,7 +47,8 @@ func TestTestDepsOnThisMachine(t *testing.T) {
 func TestTestDepsReportsMissingPackages(t *testing.T) {
 	t.Parallel()
 	bin := t.TempDir()
-	for _, name := range []string{"sh", "dirname", "sed", "sort", "head", "awk", "id", "paste", "apt-get", "dpkg", "make", "git", "go"} {
+	for _, name := range []string{"sh", "dirname", "sed", "sort", "head", "awk", "id", "paste", "apt-get", "dpkg", "make", "git", "go",
+		"promtool", "lintian", "rpm", "podman", "runc", "chattr"} {
 		target, err := exec.LookPath(name)
 		if (name == "dpkg" || name == "apt-get") && err != nil {
 			continue // dpkg only names the architecture in the Go hint; without apt-get the script says so
