@@ -37,7 +37,9 @@ type caCache struct {
 	directory   []byte // the directory's JSON; nil until read
 	fetched     time.Time
 	newNonceURL string
-	nonces      []pooledNonce // oldest first
+	endpoints   map[string]string // the directory's resource URLs -> Request* kind
+	renewalInfo string            // the ARI base URL; "" when the CA has none
+	nonces      []pooledNonce     // oldest first
 }
 
 type pooledNonce struct {
@@ -144,17 +146,53 @@ func (c *caCache) observe(req *http.Request, resp *http.Response) error {
 	}
 
 	var dir struct {
-		NewNonce string `json:"newNonce"`
+		NewNonce    string `json:"newNonce"`
+		NewAccount  string `json:"newAccount"`
+		NewOrder    string `json:"newOrder"`
+		RevokeCert  string `json:"revokeCert"`
+		KeyChange   string `json:"keyChange"`
+		RenewalInfo string `json:"renewalInfo"`
 	}
 
 	// A body that is not a directory is left to lego to report; it is not cached.
 	if json.Unmarshal(body, &dir) == nil && strings.HasPrefix(dir.NewNonce, "https://") {
+		endpoints := map[string]string{
+			dir.NewNonce:   RequestNewNonce,
+			dir.NewAccount: RequestNewAccount,
+			dir.NewOrder:   RequestNewOrder,
+			dir.RevokeCert: RequestRevoke,
+			dir.KeyChange:  RequestKeyChange,
+		}
+		delete(endpoints, "")
+
 		c.mu.Lock()
 		c.directory, c.fetched, c.newNonceURL = body, time.Now(), dir.NewNonce
+		c.endpoints, c.renewalInfo = endpoints, dir.RenewalInfo
 		c.mu.Unlock()
 	}
 
 	return nil
+}
+
+// kindOf names a request to url from the directory: one of its resources (or the
+// directory itself), RequestOther for anything else.
+func (c *caCache) kindOf(url string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	if url == c.dirURL {
+		return RequestDirectory
+	}
+
+	if kind, ok := c.endpoints[url]; ok {
+		return kind
+	}
+
+	if c.renewalInfo != "" && strings.HasPrefix(url, c.renewalInfo) {
+		return RequestRenewalInfo
+	}
+
+	return RequestOther
 }
 
 func (c *caCache) putNonce(nonce string) {

@@ -81,13 +81,20 @@ type Config struct {
 	// Logger for progress; nil discards. Keys and EAB secrets are never logged.
 	Logger *slog.Logger
 	// OnOrderPoll, when set, is called after every read of an order's status (for
-	// metrics). OnPhase, when set, is called when a phase of an order completes, with its
-	// duration in this attempt. OnAccountURL, when set, is called with the new account URL
-	// after the Client registered its key again because the CA had forgotten the account
-	// (store it: it replaces Account.URL). They run on the Obtain goroutine: they must be
-	// quick and safe for concurrent use.
+	// metrics). OnPhaseStart, when set, is called when a phase of an order starts in an
+	// attempt, before its first request; OnPhase, when set, is called when it completes,
+	// with its duration in this attempt. A phase that is not needed is not reported (an
+	// order whose authorizations were already valid has no authorization phase; an order
+	// resumed while processing has no finalize start). OnRequest, when set, is called for
+	// every request that reached the CA once its response headers arrived or it failed
+	// (see RequestInfo). OnAccountURL, when set, is called with the new account URL after
+	// the Client registered its key again because the CA had forgotten the account (store
+	// it: it replaces Account.URL). They run on the goroutine of the operation (Obtain,
+	// NewClient, ReadDirectory): they must be quick and safe for concurrent use.
 	OnOrderPoll  func()
+	OnPhaseStart func(phase string)
 	OnPhase      func(phase string, d time.Duration)
+	OnRequest    func(RequestInfo)
 	OnAccountURL func(url string)
 }
 
@@ -108,7 +115,9 @@ type Client struct {
 	orderTimeout time.Duration
 	log          *slog.Logger
 	onOrderPoll  func()
+	onPhaseStart func(string)
 	onPhase      func(string, time.Duration)
+	onRequest    func(RequestInfo)
 	onAccountURL func(string)
 	locks        keyLocks
 
@@ -143,7 +152,7 @@ type session struct {
 }
 
 func (c *Client) newSession(ctx context.Context, kid string) (*session, error) {
-	ex := newExchange(ctx, c.transport, c.timeouts, c.cache)
+	ex := newExchange(ctx, c.transport, c.timeouts, c.cache, c.onRequest)
 
 	core, err := api.New(ex.client(), c.userAgent, c.dirURL, kid, c.account.Key)
 	if err != nil {
@@ -185,7 +194,9 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 		orderTimeout: orDefault(cfg.OrderTimeout, defaultOrderTimeout),
 		log:          cfg.Logger,
 		onOrderPoll:  cfg.OnOrderPoll,
+		onPhaseStart: cfg.OnPhaseStart,
 		onPhase:      cfg.OnPhase,
+		onRequest:    cfg.OnRequest,
 		onAccountURL: cfg.OnAccountURL,
 	}
 
@@ -463,6 +474,13 @@ func (c *Client) reregister(ctx context.Context) error {
 	}
 
 	return nil
+}
+
+// phaseStart reports the start of a phase to Config.OnPhaseStart.
+func (c *Client) phaseStart(name string) {
+	if c.onPhaseStart != nil {
+		c.onPhaseStart(name)
+	}
 }
 
 // phase reports a completed phase to Config.OnPhase.

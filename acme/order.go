@@ -156,6 +156,8 @@ func (r *run) create() (legoacme.Order, error) {
 		return legoacme.Order{}, fmt.Errorf("acme: create CSR for %v: %w", r.req.Names, err)
 	}
 
+	r.c.phaseStart(PhaseNewOrder)
+
 	start := time.Now()
 
 	order, err := r.s.core.Orders.NewWithOptions(r.req.Names, &api.OrderOptions{Profile: r.req.Profile, ReplacesCertID: r.req.Replaces})
@@ -164,6 +166,7 @@ func (r *run) create() (legoacme.Order, error) {
 	}
 
 	r.c.phase(PhaseNewOrder, start)
+	r.s.ex.setKind(order.Location, RequestOrder)
 
 	rec := &Record{
 		Key:           r.key,
@@ -212,6 +215,8 @@ func (r *run) advance(order legoacme.Order) (*Certificate, error) {
 
 		switch order.Status {
 		case legoacme.StatusPending:
+			r.c.phaseStart(PhaseAuthorization)
+
 			start := time.Now()
 
 			if order, err = r.authorize(order, polls); err == nil {
@@ -220,6 +225,8 @@ func (r *run) advance(order legoacme.Order) (*Certificate, error) {
 
 			polls++
 		case legoacme.StatusReady:
+			r.c.phaseStart(PhaseFinalize)
+
 			finalizing = time.Now()
 			order, err = r.finalize(order)
 		case legoacme.StatusProcessing:
@@ -266,6 +273,8 @@ func (r *run) wait(attempt int) error {
 }
 
 func (r *run) getOrder() (legoacme.Order, error) {
+	r.s.ex.setKind(r.rec.OrderURL, RequestOrder)
+
 	order, err := r.s.core.Orders.Get(r.rec.OrderURL)
 	r.retryAfter = r.s.ex.RetryAfter(r.rec.OrderURL)
 
@@ -284,6 +293,7 @@ func (r *run) getOrder() (legoacme.Order, error) {
 // synchronously, so it is exempt from the per-request timeouts: only the deadline ends it.
 func (r *run) finalize(order legoacme.Order) (legoacme.Order, error) {
 	r.s.ex.allowLong(order.Finalize)
+	r.s.ex.setKind(order.Finalize, RequestFinalize)
 	r.log.Info("finalizing order", "order", r.rec.OrderURL)
 
 	done, err := r.s.core.Orders.UpdateForCSR(order.Finalize, r.rec.CSR)
@@ -330,6 +340,9 @@ func (r *run) finalize(order legoacme.Order) (legoacme.Order, error) {
 // order, and journals it with the order: the order is forgotten only when the caller has
 // stored the certificate (Client.Collected).
 func (r *run) download(order legoacme.Order) (*Certificate, error) {
+	r.c.phaseStart(PhaseDownload)
+	r.s.ex.setKind(order.Certificate, RequestCertificate)
+
 	start := time.Now()
 
 	certs, err := r.s.core.Certificates.GetAll(order.Certificate, true)
@@ -511,6 +524,8 @@ func (r *run) failAuthz(err error) error {
 // asks the CA to validate it. It returns nil for an authorization that is already valid;
 // a published challenge is returned even with an error, so that it is cleaned up.
 func (r *run) startAuthz(url string) (*pendingAuthz, error) {
+	r.s.ex.setKind(url, RequestAuthorization)
+
 	authz, err := r.s.core.Authorizations.Get(url)
 	if err != nil {
 		return nil, classify("acme: read authorization "+url, err)
@@ -541,6 +556,7 @@ func (r *run) startAuthz(url string) (*pendingAuthz, error) {
 	}
 
 	p := &pendingAuthz{url: url, chalURL: chal.URL, domain: domain, token: chal.Token, keyAuth: keyAuth}
+	r.s.ex.setKind(chal.URL, RequestChallenge)
 
 	// A challenge already "processing" was triggered by an earlier attempt: the CA is
 	// validating it, and a second trigger would be refused.

@@ -142,27 +142,73 @@ type exchange struct {
 	timeouts Timeouts
 	cache    *caCache
 
+	onRequest func(RequestInfo) // nil: not reported
+
 	mu         sync.Mutex
 	retryAfter map[string]string   // request URL -> last Retry-After value ("" when absent)
 	longPolls  map[string]struct{} // request URLs exempt from Timeouts (finalize)
+	kinds      map[string]string   // request URL -> Request* kind, set as the order's URLs become known
 }
 
-func newExchange(ctx context.Context, base http.RoundTripper, t Timeouts, cache *caCache) *exchange {
+func newExchange(ctx context.Context, base http.RoundTripper, t Timeouts, cache *caCache, onRequest func(RequestInfo)) *exchange {
 	if base == nil {
 		base = http.DefaultTransport
 	}
 
 	return &exchange{
-		ctx:   ctx,
-		base:  base,
-		cache: cache,
+		ctx:       ctx,
+		base:      base,
+		cache:     cache,
+		onRequest: onRequest,
 		timeouts: Timeouts{
 			ResponseHeader: orDefault(t.ResponseHeader, DefaultResponseHeaderTimeout),
 			Request:        orDefault(t.Request, DefaultRequestTimeout),
 		},
 		retryAfter: map[string]string{},
 		longPolls:  map[string]struct{}{},
+		kinds:      map[string]string{},
 	}
+}
+
+// setKind records what url is (a Request* kind), for Config.OnRequest.
+func (e *exchange) setKind(url, kind string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+
+	e.kinds[url] = kind
+}
+
+// kindOf names the request to url: what the order told the exchange, else what the
+// directory says, else RequestOther.
+func (e *exchange) kindOf(url string) string {
+	e.mu.Lock()
+	kind, ok := e.kinds[url]
+	e.mu.Unlock()
+
+	if ok {
+		return kind
+	}
+
+	return e.cache.kindOf(url)
+}
+
+// report hands one request's outcome to Config.OnRequest.
+func (e *exchange) report(req *http.Request, took time.Duration, resp *http.Response, err error) {
+	if e.onRequest == nil {
+		return
+	}
+
+	url := req.URL.String()
+	info := RequestInfo{Kind: e.kindOf(url), Method: req.Method, URL: url, Duration: took, Err: err}
+
+	if resp != nil {
+		info.StatusCode = resp.StatusCode
+		info.RetryAfterHeader = resp.Header.Get("Retry-After")
+		// An unparsable Retry-After leaves zero; RetryAfterHeader still shows it.
+		info.RetryAfter, _ = api.ParseRetryAfter(info.RetryAfterHeader)
+	}
+
+	e.onRequest(info)
 }
 
 // client returns a fresh *http.Client on the exchange (lego's api.New wraps the client's
@@ -219,7 +265,9 @@ func (e *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 		}).Stop
 	}
 
+	sent := time.Now()
 	resp, err := e.base.RoundTrip(req.WithContext(ctx))
+	took := time.Since(sent)
 
 	stopHeader()
 
@@ -228,6 +276,8 @@ func (e *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 		cancel(nil)
 
 		if e.ctx.Err() != nil {
+			e.report(req, took, nil, e.ctx.Err())
+
 			return nil, e.ctx.Err()
 		}
 
@@ -235,8 +285,13 @@ func (e *exchange) RoundTrip(req *http.Request) (*http.Response, error) {
 			err = cause
 		}
 
-		return nil, &UnreachableError{URL: url, Err: err}
+		err = &UnreachableError{URL: url, Err: err}
+		e.report(req, took, nil, err)
+
+		return nil, err
 	}
+
+	e.report(req, took, resp, nil)
 
 	e.mu.Lock()
 	e.retryAfter[url] = resp.Header.Get("Retry-After")

@@ -145,7 +145,7 @@ func TestExchange(t *testing.T) {
 				defer cancel()
 			}
 
-			ex := newExchange(ctx, srv.Client().Transport, test.timeouts, newCACache(srv.URL+"/directory", 0))
+			ex := newExchange(ctx, srv.Client().Transport, test.timeouts, newCACache(srv.URL+"/directory", 0), nil)
 			url := srv.URL + test.path
 
 			if test.long {

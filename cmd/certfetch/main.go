@@ -52,6 +52,9 @@ Usage:
                                          show every certificate's state (non-zero if any needs attention)
   certfetch thumbprint [--config FILE] [--new-key] [RESOLVER]
                                          print the account key thumbprint for the plugin
+  certfetch probe      [--config FILE] [--resolver NAME] [--count N] [--names a,b] [--timeout D] [--json]
+                                         measure the CA with N REAL orders (real certificates are
+                                         issued, not stored) and recommend timeouts
   certfetch demo       [--ca-delay 42s] [--timeout 30s] [--dir DIR]
                                          self-contained demo against a local slow test CA
   certfetch version                      print version, VCS revision and Go version (also --version)
@@ -75,6 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"check":      cmdCheck,
 		"status":     cmdStatus,
 		"thumbprint": cmdThumbprint,
+		"probe":      cmdProbe,
 		"demo":       cmdDemo,
 		"version":    cmdVersion,
 		"--version":  cmdVersion,
