@@ -21,45 +21,6 @@ import (
 	"github.com/certfetch/certfetch/fetcher/store"
 )
 
-// ACMEConfig returns the engine configuration of resolver rc acting for the stored account
-// acct: the CA's directory, the account (key, stored URL, contact, External Account
-// Binding), a transport that trusts rc's roots with rc's dial and TLS handshake timeouts,
-// and rc's per-request timeouts. It contacts nothing and writes nothing.
-//
-// The caller completes the configuration with what depends on how the client is used:
-// Journal (the store's journal for the daemon; a memory journal for a one-off run such as
-// `certfetch probe`), Solver (see ChallengeSolver), Logger and the On* hooks. An empty
-// acct.URL makes acme.NewClient register the key (or find the CA's existing account for
-// it, RFC 8555 §7.3.1); persisting the URL it gets is the caller's business.
-func ACMEConfig(rc *config.Resolver, acct *store.Account) (acme.Config, error) {
-	key, err := acme.ParseKey(acct.KeyPEM)
-	if err != nil {
-		return acme.Config{}, fmt.Errorf("resolver %s: account key: %w", rc.Name, err)
-	}
-	transport, err := acme.NewTransport(acme.TransportOptions{
-		RootCAFiles:         rc.CACertificates,
-		SystemRoots:         rc.CASystemCertPool,
-		DialTimeout:         rc.HTTP.DialTimeout,
-		TLSHandshakeTimeout: rc.HTTP.TLSHandshakeTimeout,
-	})
-	if err != nil {
-		return acme.Config{}, fmt.Errorf("resolver %s: %w", rc.Name, err)
-	}
-	account := acme.Account{Key: key, URL: acct.URL}
-	if rc.Email != "" {
-		account.Contact = []string{"mailto:" + rc.Email}
-	}
-	if rc.EAB != nil {
-		account.EAB = &acme.EAB{KID: rc.EAB.KID, HMAC: rc.EAB.HMAC.Reveal()}
-	}
-	return acme.Config{
-		DirectoryURL: rc.CAServer,
-		Account:      account,
-		Transport:    transport,
-		Timeouts:     acme.Timeouts{ResponseHeader: rc.HTTP.ResponseHeaderTimeout, Request: rc.HTTP.RequestTimeout},
-	}, nil
-}
-
 // ChallengeSolver returns the HTTP-01 publisher rc.HTTPChallenge configures (webroot files,
 // a listening responder, or nothing for the plugin's stateless mode) and the function that
 // releases it (it closes a listen-mode responder, waiting for requests in flight until
@@ -475,7 +436,7 @@ func phaseLabel(phase string) string {
 // run does the set-up and the orders; the report fills as it goes.
 func (p *prober) run(ctx context.Context, st *store.Store) error {
 	rc, r := p.target.Resolver, p.report
-	acct, err := AccountKey(st, rc)
+	acct, err := AccountKey(ctx, st, rc, false)
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}

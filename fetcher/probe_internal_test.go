@@ -54,14 +54,14 @@ func TestRecommend(t *testing.T) {
 			},
 			configured: 30 * time.Second, http: defaultHTTP,
 			// 47 s + max(23.5 s, 20 s, 5 s) = 70.5 s → 80 s.
-			wantTimeout: "1m20s", wantHeader: "2m0s", wantRequest: "3m0s", wantHeaderEnough: true,
+			wantTimeout: "1m20s", wantHeader: "30s", wantRequest: "1m0s", wantHeaderEnough: true,
 			wantReasons: []string{
 				"the slowest of 2 completed order(s), order 1, took 47.0s from new order to certificate in hand (finalize → valid 45.0s)",
 				"margin 23.5s: the largest of half of it (23.5s), 20s, and the longest Retry-After on a poll (5s)",
 				"47.0s + 23.5s = 70.5s, rounded up to 1m20s",
 				"configured 30s is too short", "certfetch resumes it",
 				"every request other than finalize was answered within 0.010s (slowest: new_order)",
-				"configured 2m0s is enough: keep it",
+				"configured 30s is enough: keep it",
 				"the CA finalizes asynchronously: it answered the finalize request within 0.003s", "exempts the finalize request from http.responseHeaderTimeout and http.requestTimeout: only the order deadline (timeout) bounds it; this CA does not need it",
 			},
 			wantNot: []string{"finalizes synchronously"},
@@ -75,7 +75,7 @@ func TestRecommend(t *testing.T) {
 			},
 			configured: 30 * time.Second, http: defaultHTTP,
 			// 43 s + 21.5 s = 64.5 s → 70 s; a lego client: 42 s + 21 s = 63 s → 70 s.
-			wantTimeout: "1m10s", wantHeader: "2m0s", wantRequest: "3m0s", wantHeaderEnough: true,
+			wantTimeout: "1m10s", wantHeader: "30s", wantRequest: "1m0s", wantHeaderEnough: true,
 			wantReasons: []string{
 				"the CA finalizes synchronously: it held the finalize request open up to 42.0s and answered with the order valid",
 				"certfetch exempts the finalize request from http.responseHeaderTimeout and http.requestTimeout: only the order deadline (timeout) bounds it, so responseHeaderTimeout need not cover that hold",
@@ -90,7 +90,7 @@ func TestRecommend(t *testing.T) {
 				CA:             ProbeCA{Finalize: FinalizeSynchronous, FinalizeHoldSeconds: 0.02},
 			},
 			configured: 30 * time.Second, http: defaultHTTP,
-			wantTimeout: "30s", wantTimeoutEnough: true, wantHeader: "2m0s", wantRequest: "3m0s", wantHeaderEnough: true,
+			wantTimeout: "30s", wantTimeoutEnough: true, wantHeader: "30s", wantRequest: "1m0s", wantHeaderEnough: true,
 			wantReasons: []string{"2.100s + 20.0s = 22.1s, rounded up to 30s", "configured 30s is enough", "a hold this short fits any response header timeout"},
 			wantNot:     []string{"exempts", "lego"},
 		},
@@ -98,14 +98,14 @@ func TestRecommend(t *testing.T) {
 			desc:       "the printed sum adds up",
 			report:     ProbeReport{Orders: []ProbeOrder{done(1, 46.043, 45.0)}, SlowestRequest: fast},
 			configured: 30 * time.Second, http: defaultHTTP,
-			wantTimeout: "1m10s", wantHeader: "2m0s", wantRequest: "3m0s", wantHeaderEnough: true,
+			wantTimeout: "1m10s", wantHeader: "30s", wantRequest: "1m0s", wantHeaderEnough: true,
 			wantReasons: []string{"46.0s + 23.0s = 69.0s, rounded up to 1m10s"},
 		},
 		{
 			desc:       "configured deadline covers the orders but not the margin",
 			report:     ProbeReport{Orders: []ProbeOrder{done(1, 47.0, 45.0)}, SlowestRequest: fast, CA: ProbeCA{Finalize: FinalizeAsynchronous}},
 			configured: 50 * time.Second, http: defaultHTTP,
-			wantTimeout: "1m20s", wantHeader: "2m0s", wantRequest: "3m0s", wantHeaderEnough: true,
+			wantTimeout: "1m20s", wantHeader: "30s", wantRequest: "1m0s", wantHeaderEnough: true,
 			wantReasons: []string{"configured 50s covers the orders seen, without the margin"},
 		},
 		{
@@ -113,7 +113,7 @@ func TestRecommend(t *testing.T) {
 			report:     ProbeReport{Orders: []ProbeOrder{done(1, 100.0, 95.0)}, RetryAfter: []RetryAfterCount{{Where: acme.RequestOrder, Seconds: 60, Count: 2}}, SlowestRequest: fast},
 			configured: 5 * time.Minute, http: defaultHTTP,
 			// 100 s + max(50 s, 20 s, 60 s) = 160 s.
-			wantTimeout: "2m40s", wantTimeoutEnough: true, wantHeader: "2m0s", wantRequest: "3m0s", wantHeaderEnough: true,
+			wantTimeout: "2m40s", wantTimeoutEnough: true, wantHeader: "30s", wantRequest: "1m0s", wantHeaderEnough: true,
 			wantReasons: []string{"margin 60.0s", "configured 5m0s is enough"},
 		},
 		{
@@ -139,7 +139,7 @@ func TestRecommend(t *testing.T) {
 				SlowestRequest: fast,
 			},
 			configured: 30 * time.Second, http: defaultHTTP,
-			wantTimeout: "30s", wantTimeoutEnough: true, wantHeader: "2m0s", wantRequest: "3m0s", wantHeaderEnough: true,
+			wantTimeout: "30s", wantTimeoutEnough: true, wantHeader: "30s", wantRequest: "1m0s", wantHeaderEnough: true,
 			wantReasons: []string{"the slowest of 1 completed order(s), order 1, took 10.0s", "order 2 failed and is not counted: probe: order 2 not complete"},
 		},
 		{

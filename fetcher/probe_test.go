@@ -24,6 +24,7 @@ import (
 	"github.com/certfetch/certfetch/fetcher"
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/store"
+	"github.com/certfetch/certfetch/internal/secret"
 	"github.com/certfetch/certfetch/internal/testkit/testca"
 )
 
@@ -85,7 +86,7 @@ output: {file: {directory: %s}}
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	if challenge == "stateless" {
-		pc.Thumbprint, err = fetcher.Thumbprint(st, cfg.Resolvers["testca"])
+		pc.Thumbprint, err = fetcher.Thumbprint(t.Context(), st, cfg.Resolvers["testca"], false)
 		require.NoError(t, err)
 	}
 	h, err := plugin.New(context.Background(), http.NotFoundHandler(), &pc, "probe")
@@ -148,7 +149,7 @@ func TestProbeLeavesTheStateAlone(t *testing.T) {
 	t.Parallel()
 	e := newProbeEnv(t, "stateless", testca.Options{})
 	rc := e.target.Resolver
-	before, err := e.store.LoadAccount(rc.Name, rc.CAServer)
+	before, err := e.store.LoadAccount(t.Context(), rc.Name, rc.CAServer)
 	require.NoError(t, err)
 	require.Empty(t, before.URL)
 
@@ -160,20 +161,20 @@ func TestProbeLeavesTheStateAlone(t *testing.T) {
 	assert.NotEqual(t, first.Orders[0].OrderURL, first.Orders[1].OrderURL, "two orders, not one resumed")
 	assert.Equal(t, 2, e.ca.Stats().NewOrders)
 
-	after, err := e.store.LoadAccount(rc.Name, rc.CAServer)
+	after, err := e.store.LoadAccount(t.Context(), rc.Name, rc.CAServer)
 	require.NoError(t, err)
 	assert.Equal(t, before, after, "the account record is untouched")
-	orders, err := e.store.Orders()
+	orders, err := e.store.Orders(t.Context())
 	require.NoError(t, err)
 	assert.Empty(t, orders, "nothing journaled in the store")
-	_, err = e.store.LoadCertificate("probe.example.test")
+	_, err = e.store.LoadCertificate(t.Context(), "probe.example.test")
 	assert.ErrorIs(t, err, store.ErrNotFound, "no certificate stored")
 	_, err = os.Stat(filepath.Join(e.dir, "out"))
 	assert.ErrorIs(t, err, os.ErrNotExist, "nothing published")
 
 	// The daemon registers the same key later and stores the URL; the probe reports it.
 	after.URL = first.Account.URL
-	require.NoError(t, e.store.SaveAccount(rc.Name, after))
+	require.NoError(t, e.store.SaveAccount(t.Context(), rc.Name, after))
 	second, err := fetcher.Probe(context.Background(), e.store, e.target, fetcher.ProbeOptions{Count: 1})
 	require.NoError(t, err)
 	assert.Equal(t, "existing", second.Account.Status)
@@ -366,7 +367,7 @@ func TestACMEConfig(t *testing.T) {
 			account: store.Account{KeyPEM: keyPEM}, wantContact: []string{"mailto:pki@example.test"}},
 		{desc: "external account binding", resolver: func() *config.Resolver {
 			r := base()
-			r.EAB = &config.EAB{KID: "kid-1", HMAC: config.NewSecret("c2VjcmV0")}
+			r.EAB = &config.EAB{KID: "kid-1", HMAC: secret.New("c2VjcmV0")}
 			return r
 		}, account: store.Account{KeyPEM: keyPEM}, wantEAB: &acme.EAB{KID: "kid-1", HMAC: "c2VjcmV0"}},
 		{desc: "a broken key", resolver: base, account: store.Account{KeyPEM: []byte("garbage")}, wantErr: "resolver r: account key: acme: parse private key"},
@@ -455,7 +456,7 @@ func TestProbeReportsEAB(t *testing.T) {
 			e := newProbeEnv(t, "stateless", testca.Options{EABKeys: map[string]string{kid: hmac}})
 			rc := *e.target.Resolver
 			if tc.eab {
-				rc.EAB = &config.EAB{KID: kid, HMAC: config.NewSecret(hmac)}
+				rc.EAB = &config.EAB{KID: kid, HMAC: secret.New(hmac)}
 			}
 			e.target.Resolver = &rc
 			report, err := fetcher.Probe(context.Background(), e.store, e.target, fetcher.ProbeOptions{Count: 1})

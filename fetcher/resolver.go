@@ -224,39 +224,18 @@ func (r *resolver) acmeClient(ctx context.Context) (*acme.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := acme.ParseKey(acct.KeyPEM)
+	cfg, err := ACMEConfig(r.cfg, acct)
 	if err != nil {
-		return nil, fmt.Errorf("resolver %s: account key: %w", r.cfg.Name, err)
+		return nil, err
 	}
-	transport, err := acme.NewTransport(acme.TransportOptions{
-		RootCAFiles:         r.cfg.CACertificates,
-		SystemRoots:         r.cfg.CASystemCertPool,
-		DialTimeout:         r.cfg.HTTP.DialTimeout,
-		TLSHandshakeTimeout: r.cfg.HTTP.TLSHandshakeTimeout,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("resolver %s: %w", r.cfg.Name, err)
-	}
-	account := acme.Account{Key: key, URL: acct.URL}
-	if r.cfg.Email != "" {
-		account.Contact = []string{"mailto:" + r.cfg.Email}
-	}
-	if r.cfg.EAB != nil {
-		account.EAB = &acme.EAB{KID: r.cfg.EAB.KID, HMAC: r.cfg.EAB.HMAC.Reveal()}
-	}
-	client, err := acme.NewClient(ctx, acme.Config{
-		DirectoryURL:      r.cfg.CAServer,
-		Account:           account,
-		Transport:         transport,
-		Timeouts:          acme.Timeouts{ResponseHeader: r.cfg.HTTP.ResponseHeaderTimeout, Request: r.cfg.HTTP.RequestTimeout},
-		RequestsPerSecond: r.cfg.RequestsPerSecond,
-		Journal:           r.store.Journal(),
-		Solver:            r.solver,
-		Logger:            r.log,
-		OnOrderPoll:       func() { r.metrics.OrderPoll(r.cfg.Name) },
-		OnPhase:           func(phase string, d time.Duration) { r.metrics.ObservePhase(r.cfg.Name, phase, d) },
-		OnAccountURL:      func(url string) { r.saveAccountURL(acct, url) },
-	})
+	cfg.RequestsPerSecond = r.cfg.RequestsPerSecond
+	cfg.Journal = r.store.Journal()
+	cfg.Solver = r.solver
+	cfg.Logger = r.log
+	cfg.OnOrderPoll = func() { r.metrics.OrderPoll(r.cfg.Name) }
+	cfg.OnPhase = func(phase string, d time.Duration) { r.metrics.ObservePhase(r.cfg.Name, phase, d) }
+	cfg.OnAccountURL = func(url string) { r.saveAccountURL(acct, url) }
+	client, err := acme.NewClient(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("resolver %s: %w", r.cfg.Name, err)
 	}
@@ -268,6 +247,45 @@ func (r *resolver) acmeClient(ctx context.Context) (*acme.Client, error) {
 	}
 	r.client = client
 	return client, nil
+}
+
+// ACMEConfig returns the engine configuration of resolver rc acting for the stored account
+// acct: the CA's directory, the account (key, stored URL, contact, External Account
+// Binding), a transport that trusts rc's roots with rc's dial and TLS handshake timeouts,
+// and rc's per-request timeouts. It contacts nothing and writes nothing.
+//
+// The caller completes the configuration with what depends on how the client is used:
+// Journal (the store's journal for the daemon; a memory journal for a one-off run such as
+// `certfetch probe`), Solver (see ChallengeSolver), Logger and the On* hooks. An empty
+// acct.URL makes acme.NewClient register the key (or find the CA's existing account for
+// it, RFC 8555 §7.3.1); persisting the URL it gets is the caller's business.
+func ACMEConfig(rc *config.Resolver, acct *store.Account) (acme.Config, error) {
+	key, err := acme.ParseKey(acct.KeyPEM)
+	if err != nil {
+		return acme.Config{}, fmt.Errorf("resolver %s: account key: %w", rc.Name, err)
+	}
+	transport, err := acme.NewTransport(acme.TransportOptions{
+		RootCAFiles:         rc.CACertificates,
+		SystemRoots:         rc.CASystemCertPool,
+		DialTimeout:         rc.HTTP.DialTimeout,
+		TLSHandshakeTimeout: rc.HTTP.TLSHandshakeTimeout,
+	})
+	if err != nil {
+		return acme.Config{}, fmt.Errorf("resolver %s: %w", rc.Name, err)
+	}
+	account := acme.Account{Key: key, URL: acct.URL}
+	if rc.Email != "" {
+		account.Contact = []string{"mailto:" + rc.Email}
+	}
+	if rc.EAB != nil {
+		account.EAB = &acme.EAB{KID: rc.EAB.KID, HMAC: rc.EAB.HMAC.Reveal()}
+	}
+	return acme.Config{
+		DirectoryURL: rc.CAServer,
+		Account:      account,
+		Transport:    transport,
+		Timeouts:     acme.Timeouts{ResponseHeader: rc.HTTP.ResponseHeaderTimeout, Request: rc.HTTP.RequestTimeout},
+	}, nil
 }
 
 // accountSaveTimeout bounds saving an account URL the CA handed out again.

@@ -91,7 +91,7 @@ func cmdProbe(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "certfetch probe: %d real order(s) for %s at %s; the CA issues a real certificate for each (not stored, not published)\n",
 		*count, strings.Join(target.Names, ", "), target.Resolver.CAServer)
 	// The progress lines tell the story; the engine's own info lines would repeat it.
-	engineLog := newLogger(config.Log{Level: max(cfg.Log.Level, slog.LevelWarn), Format: cfg.Log.Format}, stderr)
+	engineLog := newLogging(config.Log{Level: max(cfg.Log.Level, slog.LevelWarn), Format: cfg.Log.Format}, stderr).Logger()
 	report, err := fetcher.Probe(ctx, st, target, fetcher.ProbeOptions{Count: *count, Timeout: *timeout, Progress: progress, Logger: engineLog})
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

@@ -131,7 +131,7 @@ func TestProbeSlowCA(t *testing.T) {
 		assert.GreaterOrEqual(t, rec.TimeoutSeconds, slowest*1.5, "half the slowest order again")
 		assert.GreaterOrEqual(t, rec.TimeoutSeconds, slowest+20)
 		assert.False(t, rec.ConfiguredTimeoutEnough, "the default 30 s does not cover 42 s")
-		assert.Equal(t, "2m0s", rec.ResponseHeaderTimeout, "nothing but finalize is slow: the default stays")
+		assert.Equal(t, config.DefaultResponseHeaderTimeout.String(), rec.ResponseHeaderTimeout, "nothing but finalize is slow: the default stays")
 		assert.True(t, rec.ConfiguredResponseHeaderTimeoutEnough)
 		if tc.mode == testca.Sync {
 			assert.GreaterOrEqual(t, report.CA.FinalizeHoldSeconds, probeDelay.Seconds())
@@ -178,7 +178,7 @@ output: {file: {directory: %s}}
 	require.NoError(t, err)
 	st, err := fetcher.OpenStore(context.Background(), cfg.Storage)
 	require.NoError(t, err)
-	thumbprint, err := fetcher.Thumbprint(st, cfg.Resolvers["stepca"])
+	thumbprint, err := fetcher.Thumbprint(t.Context(), st, cfg.Resolvers["stepca"], false)
 	require.NoError(t, err)
 	require.NoError(t, st.Close())
 	handler, err := plugin.New(context.Background(), http.NotFoundHandler(), &plugin.Config{Thumbprint: thumbprint}, "probe")
