@@ -414,12 +414,13 @@ func (v *visit) pending(ctx context.Context, rec *store.Certificate, pe *acme.Or
 	rec.LastError, rec.Reason, rec.RetryAt = pe.Error(), reasonDeadline, v.d.now().Add(wait)
 	v.log.Warn("deadline passed; the order stays alive at the CA and is resumed", "order", pe.OrderURL,
 		"status", pe.Status, "deadlines", rec.Deadlines, "resumeIn", wait)
-	v.d.emit(v.cert.Name, StepPending, pe)
+	res := result{next: rec.RetryAt, err: pe}
 	if err := v.save(ctx, rec); err != nil {
 		v.memo.failedAt(rec.RetryAt, err)
-		return result{next: rec.RetryAt, err: errors.Join(pe, &storeError{err})}
+		res.err = errors.Join(pe, &storeError{err})
 	}
-	return result{next: rec.RetryAt, err: pe}
+	v.d.emit(v.cert.Name, StepPending, pe)
+	return res
 }
 
 // failed records a failed attempt and schedules the next one: exponential back-off,
@@ -433,12 +434,13 @@ func (v *visit) failed(ctx context.Context, rec *store.Certificate, now time.Tim
 	rec.RetryAt = v.d.now().Add(max(backoff(rec.Failures), retryAfter(err)))
 	v.log.Error("certificate attempt failed; the certificate in service is kept", "reason", reason,
 		"failures", rec.Failures, "retryAt", rec.RetryAt, "err", err)
-	v.d.emit(v.cert.Name, StepFailed, err)
+	res := result{next: rec.RetryAt, err: err}
 	if serr := v.save(ctx, rec); serr != nil {
 		v.memo.failedAt(rec.RetryAt, err)
-		return result{next: rec.RetryAt, err: errors.Join(err, &storeError{serr})}
+		res.err = errors.Join(err, &storeError{serr})
 	}
-	return result{next: rec.RetryAt, err: err}
+	v.d.emit(v.cert.Name, StepFailed, err)
+	return res
 }
 
 // storeFailed handles a store that refused a read or a write: nothing changes in
