@@ -41,6 +41,9 @@ type Options struct {
 	Storage string
 	// MaxConcurrentOrders is the resolver's maxConcurrentOrders; 0: default.
 	MaxConcurrentOrders int
+	// RequestsPerSecond, when not nil, is the resolver's requestsPerSecond (0: no limit);
+	// nil: the default.
+	RequestsPerSecond *float64
 	// EABKID and EABHMAC, when set, go into the resolver's eab settings
 	// (the CA requires them when CA.EABKeys is set).
 	EABKID, EABHMAC string
@@ -136,6 +139,9 @@ func (s *Sandbox) WriteConfig(certificates ...[]string) (*config.Config, error) 
 		ResolverName, s.CA.DirectoryURL(), strconv.Quote(s.rootFile))
 	if s.opts.MaxConcurrentOrders > 0 {
 		fmt.Fprintf(&b, "    maxConcurrentOrders: %d\n", s.opts.MaxConcurrentOrders)
+	}
+	if s.opts.RequestsPerSecond != nil {
+		fmt.Fprintf(&b, "    requestsPerSecond: %g\n", *s.opts.RequestsPerSecond)
 	}
 	if s.opts.Profile != "" {
 		fmt.Fprintf(&b, "    profile: %s\n", strconv.Quote(s.opts.Profile))

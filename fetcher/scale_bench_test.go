@@ -48,15 +48,27 @@ func reportBatch(b *testing.B, sb *demo.Sandbox, n int, start time.Time, before 
 	b.ReportMetric(float64(after.NewOrders-before.NewOrders)/float64(n), "orders/cert")
 }
 
-// BenchmarkIssueMany/certfetch issues a batch with the daemon (one pass,
-// 50 orders in flight); BenchmarkIssueMany/lego issues a smaller batch with
+// BenchmarkIssueMany/certfetch issues a batch with the daemon (Once, 50
+// orders in flight, no request-rate limit: the CA is in-process);
+// BenchmarkIssueMany/certfetch-limited the same with the default limit of
+// 20 requests per second; BenchmarkIssueMany/lego issues a smaller batch with
 // lego's library one certificate after another, with the same account and
 // the same plugin answering, for the wall-time ratio.
 func BenchmarkIssueMany(b *testing.B) {
-	for _, n := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("certfetch/certs=%d", n), func(b *testing.B) {
+	unlimited := 0.0
+	for _, bench := range []struct {
+		name string
+		n    int
+		rps  *float64
+	}{
+		{"certfetch", 100, &unlimited},
+		{"certfetch", 1000, &unlimited},
+		{"certfetch-limited", 100, nil},
+	} {
+		n := bench.n
+		b.Run(fmt.Sprintf("%s/certs=%d", bench.name, n), func(b *testing.B) {
 			for b.Loop() {
-				sb, cfg, err := demo.Start(demo.Options{Dir: b.TempDir(), MaxConcurrentOrders: 50}, domains(n)...)
+				sb, cfg, err := demo.Start(demo.Options{Dir: b.TempDir(), MaxConcurrentOrders: 50, RequestsPerSecond: bench.rps}, domains(n)...)
 				require.NoError(b, err)
 				d, err := fetcher.New(cfg, sb.Store, fetcher.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 				require.NoError(b, err)

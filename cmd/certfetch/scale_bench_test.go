@@ -46,7 +46,7 @@ func BenchmarkDaemonAtRest(b *testing.B) {
 		b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) // also when a require fails
 		waitFor(b, notify, "READY=1")
 		ready := time.Since(start)
-		waitFor(b, notify, fmt.Sprintf("STATUS=%d certificates, 0 failing", n))
+		waitFor(b, notify, fmt.Sprintf("STATUS=%d certificates, %d published, 0 failing", n, n))
 		firstPass := time.Since(start)
 
 		cpuBefore := cpuSeconds(b, cmd.Process.Pid)
@@ -171,7 +171,7 @@ func BenchmarkSharedStoreAtRest(b *testing.B) {
 		b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) // also when a require fails
 		// All issued: the daemon now sleeps until the next pass (an hour at
 		// most; the renewal information is asked then).
-		waitFor(b, notify, fmt.Sprintf("STATUS=%d certificates, 0 failing", n))
+		waitFor(b, notify, fmt.Sprintf("STATUS=%d certificates, %d published, 0 failing", n, n))
 		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 		before := redisCommands(b, rdb)
 		time.Sleep(window) // the measurement window itself
