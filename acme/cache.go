@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/certfetch/certfetch/internal/wait"
 )
 
 // caCache is what the attempts of one Client share about their CA: the directory, a pool
@@ -214,7 +216,7 @@ func (c *caCache) wait(ctx context.Context) error {
 	}
 
 	r := c.limiter.Reserve()
-	if err := sleepCtx(ctx, r.Delay()); err != nil {
+	if err := wait.Sleep(ctx, r.Delay()); err != nil {
 		r.Cancel()
 
 		return err

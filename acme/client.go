@@ -37,6 +37,8 @@ import (
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
 	"github.com/go-acme/lego/v4/challenge"
+
+	"github.com/certfetch/certfetch/internal/wait"
 )
 
 // defaultOrderTimeout bounds Obtain when its context has no deadline: finalize requests
@@ -420,7 +422,7 @@ func (c *Client) register(ctx context.Context) (string, error) {
 			return "", err
 		}
 
-		if serr := sleepCtx(ctx, time.Duration(try)*registerRetryWait); serr != nil {
+		if serr := wait.Sleep(ctx, time.Duration(try)*registerRetryWait); serr != nil {
 			return "", err
 		}
 	}

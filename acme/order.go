@@ -15,6 +15,8 @@ import (
 	"github.com/go-acme/lego/v4/acme/api"
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/challenge"
+
+	"github.com/certfetch/certfetch/internal/wait"
 )
 
 // maxChallengeRetries is how many times the engine asks the CA again to validate a
@@ -269,7 +271,7 @@ func (r *run) wait(attempt int) error {
 
 	r.log.Info("waiting for the CA", attrs...)
 
-	return sleepCtx(r.ctx, d)
+	return wait.Sleep(r.ctx, d)
 }
 
 func (r *run) getOrder() (legoacme.Order, error) {
@@ -589,7 +591,7 @@ func (r *run) awaitAuthz(p pendingAuthz) error {
 	retries := 0
 
 	for attempt := 0; ; attempt++ {
-		if err := sleepCtx(r.ctx, pollDelay(r.s.ex.RetryAfter(p.url), attempt)); err != nil {
+		if err := wait.Sleep(r.ctx, pollDelay(r.s.ex.RetryAfter(p.url), attempt)); err != nil {
 			return err
 		}
 

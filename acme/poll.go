@@ -39,20 +39,6 @@ func pollDelay(retryAfter time.Duration, attempt int) time.Duration {
 	return min(d, maxBlindPoll)
 }
 
-// sleepCtx waits d or until ctx ends, whichever is first, and returns ctx's error in the
-// latter case.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // keyLocks serializes Obtain calls for the same request key inside one process, so that
 // two concurrent calls never create two orders for one request: the second waits and then
 // resumes (or reuses nothing and starts fresh) from the Journal.

@@ -25,6 +25,7 @@ import (
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/metrics"
 	"github.com/certfetch/certfetch/fetcher/store"
+	"github.com/certfetch/certfetch/internal/wait"
 )
 
 // pruneInterval is how often superseded output files are pruned while the daemon runs:
@@ -255,7 +256,7 @@ func (d *Daemon) Run(ctx context.Context, onVisit func()) error {
 	d.mu.Unlock()
 	d.sched.set(ctx, d.names())
 	d.sweep(ctx)
-	go d.pruneEvery(ctx, pruneInterval)
+	go wait.Every(ctx, pruneInterval, func() { d.prune(ctx) })
 	d.sched.run(ctx)
 	return nil
 }
@@ -372,19 +373,6 @@ func (d *Daemon) sweep(ctx context.Context) {
 	for _, name := range names {
 		if !configured[name] {
 			d.withdraw(ctx, name)
-		}
-	}
-}
-
-func (d *Daemon) pruneEvery(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d.prune(ctx)
 		}
 	}
 }

@@ -85,18 +85,11 @@ type ProbeTarget struct {
 // deadline). Its errors are the user's to fix: an unknown or missing resolver name, no
 // names.
 func ResolveProbeTarget(cfg *config.Config, resolver string, names []string) (ProbeTarget, error) {
-	if resolver == "" {
-		if len(cfg.Resolvers) != 1 {
-			return ProbeTarget{}, fmt.Errorf("probe: name a resolver with --resolver: %s", strings.Join(slices.Sorted(maps.Keys(cfg.Resolvers)), ", "))
-		}
-		for name := range cfg.Resolvers {
-			resolver = name
-		}
+	rc, err := cfg.ResolverNamed(resolver)
+	if err != nil {
+		return ProbeTarget{}, fmt.Errorf("probe: %w", err)
 	}
-	rc, ok := cfg.Resolvers[resolver]
-	if !ok {
-		return ProbeTarget{}, fmt.Errorf("probe: unknown resolver %q (defined: %s)", resolver, strings.Join(slices.Sorted(maps.Keys(cfg.Resolvers)), ", "))
-	}
+	resolver = rc.Name
 	t := ProbeTarget{Resolver: rc, KeyType: acme.EC256, ConfiguredTimeout: cmp.Or(rc.Timeout, cfg.Timeout)}
 	if len(names) > 0 {
 		for _, n := range names {

@@ -316,7 +316,7 @@ output: {file: {directory: /etc/traefik/certfetch}}
 		{desc: "--names: lower case, trimmed, no repeats; the resolver's deadline", resolver: "b", names: []string{" X.Example.Test", "y.example.test", "x.example.test"},
 			wantNames: []string{"x.example.test", "y.example.test"}, wantKeyType: acme.EC256, wantTimeout: 2 * time.Minute},
 		{desc: "--names: the global deadline", resolver: "c", names: []string{"z.example.test"}, wantNames: []string{"z.example.test"}, wantKeyType: acme.EC256, wantTimeout: 45 * time.Second},
-		{desc: "several resolvers", wantErr: "probe: name a resolver with --resolver: a, b, c"},
+		{desc: "several resolvers", wantErr: "probe: name a resolver: a, b, c"},
 		{desc: "unknown resolver", resolver: "d", wantErr: `probe: unknown resolver "d" (defined: a, b, c)`},
 		{desc: "no certificate", resolver: "c", wantErr: "probe: resolver c has no configured certificate: name the domains with --names"},
 		{desc: "empty name", resolver: "a", names: []string{"a.example.test", " "}, wantErr: "probe: --names has an empty name"},

@@ -12,6 +12,7 @@ import (
 	"github.com/certfetch/certfetch/acme"
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/store"
+	"github.com/certfetch/certfetch/internal/wait"
 )
 
 // visit is one look at one certificate: the only place where a certificate's state
@@ -60,9 +61,9 @@ func (v *visit) run(ctx context.Context) result {
 	pubErr := v.keepPublished(ctx, rec)
 	next, due, ariDue := v.plan(rec, now)
 	if due && v.once {
-		if wait := v.onceWait(rec, now); wait > 0 {
-			v.log.Info("waiting for the CA's Retry-After before resuming the order", "until", now.Add(wait))
-			if err := sleepCtx(ctx, wait); err != nil {
+		if d := v.onceWait(rec, now); d > 0 {
+			v.log.Info("waiting for the CA's Retry-After before resuming the order", "until", now.Add(d))
+			if err := wait.Sleep(ctx, d); err != nil {
 				return result{next: now, err: err}
 			}
 			now = v.d.now()
@@ -497,18 +498,6 @@ func (v *visit) keepPublished(ctx context.Context, rec *store.Certificate) error
 	v.memo.published()
 	v.d.emit(v.cert.Name, StepPublished, nil)
 	return nil
-}
-
-// sleepCtx waits d or until ctx ends, and returns ctx's error in the latter case.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // memo is what the daemon remembers of a certificate between visits, besides the store:

@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -30,6 +29,7 @@ import (
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/metrics"
 	"github.com/certfetch/certfetch/fetcher/store"
+	"github.com/certfetch/certfetch/internal/wait"
 )
 
 // defaultConfigPath is used when neither --config nor $CERTFETCH_CONFIG is set.
@@ -321,16 +321,7 @@ func watchdog(ctx context.Context, log *slog.Logger) {
 	if err != nil || interval == 0 {
 		return
 	}
-	t := time.NewTicker(interval / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			notify(log, daemon.SdNotifyWatchdog)
-		}
-	}
+	wait.Every(ctx, interval/2, func() { notify(log, daemon.SdNotifyWatchdog) })
 }
 
 // notify sends state to systemd; outside systemd it does nothing.
@@ -455,24 +446,9 @@ func cmdThumbprint(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	name := fs.Arg(0)
-	if name == "" {
-		if len(cfg.Resolvers) != 1 {
-			names := make([]string, 0, len(cfg.Resolvers))
-			for n := range cfg.Resolvers {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			fmt.Fprintf(stderr, "certfetch: name a resolver: %s\n", strings.Join(names, ", "))
-			return exitUsage
-		}
-		for n := range cfg.Resolvers {
-			name = n
-		}
-	}
-	rc, ok := cfg.Resolvers[name]
-	if !ok {
-		fmt.Fprintf(stderr, "certfetch: unknown resolver %q\n", name)
+	rc, err := cfg.ResolverNamed(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(stderr, "certfetch: %v\n", err)
 		return exitUsage
 	}
 	st, ok := openStore(cfg, stderr)

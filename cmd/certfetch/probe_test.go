@@ -277,7 +277,7 @@ func TestProbeCommandLine(t *testing.T) {
 		wantStderr string
 	}{
 		{desc: "help says the orders are real", args: []string{"--help"}, wantCode: exitOK, wantStderr: "THE ORDERS ARE REAL"},
-		{desc: "several resolvers need --resolver", args: []string{"--config", two}, wantCode: exitUsage, wantStderr: "certfetch probe: name a resolver with --resolver: a, b"},
+		{desc: "several resolvers need --resolver", args: []string{"--config", two}, wantCode: exitUsage, wantStderr: "certfetch probe: name a resolver: a, b"},
 		{desc: "unknown resolver", args: []string{"--config", two, "--resolver", "zz"}, wantCode: exitUsage, wantStderr: `unknown resolver "zz" (defined: a, b)`},
 		{desc: "no certificate and no --names", args: []string{"--config", bare}, wantCode: exitUsage, wantStderr: "resolver a has no configured certificate: name the domains with --names"},
 		{desc: "empty name", args: []string{"--config", bare, "--names", "a.example.test,"}, wantCode: exitUsage, wantStderr: "--names has an empty name"},

@@ -184,6 +184,24 @@ func (c *Config) EffectiveTimeout(cert *Certificate) time.Duration {
 	return c.Timeout
 }
 
+// ResolverNamed returns the resolver called name, or the only resolver when name is
+// empty. The error says which names exist.
+func (c *Config) ResolverNamed(name string) (*Resolver, error) {
+	if name == "" {
+		if len(c.Resolvers) != 1 {
+			return nil, fmt.Errorf("name a resolver: %s", resolverNames(c.Resolvers))
+		}
+		for _, r := range c.Resolvers {
+			return r, nil
+		}
+	}
+	r, ok := c.Resolvers[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown resolver %q (defined: %s)", name, resolverNames(c.Resolvers))
+	}
+	return r, nil
+}
+
 // Load reads and parses the configuration file at path.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
