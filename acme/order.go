@@ -206,11 +206,18 @@ func (r *run) forget() error {
 
 // advance drives the order from its current status to a certificate.
 func (r *run) advance(order legoacme.Order) (*Certificate, error) {
+	// polls counts the waits in the current status: the blind poll schedule (1, 2, 4 ...
+	// s) starts again when the status changes, so that an order that just turned
+	// "processing" is first read after 1 s, not after the authorizations' longer waits.
 	polls := 0
 
 	var finalizing time.Time
 
 	for {
+		if order.Status != r.status {
+			polls = 0
+		}
+
 		r.status = order.Status
 
 		var err error
@@ -457,6 +464,9 @@ func (r *run) pickChain(certs map[string]*legoacme.RawCertificate, defaultURL st
 // pendingAuthz is an authorization whose challenge is published and triggered.
 type pendingAuthz struct {
 	url, chalURL, domain, token, keyAuth string
+	// validated: the CA answered the trigger with the challenge valid (it validates
+	// synchronously, as step-ca does), so there is nothing to wait for.
+	validated bool
 }
 
 // authorize publishes and triggers the challenge of every pending authorization, waits
@@ -573,11 +583,15 @@ func (r *run) startAuthz(url string) (*pendingAuthz, error) {
 	return p, nil
 }
 
-// trigger asks the CA to validate p's challenge (RFC 8555 §7.5.1).
+// trigger asks the CA to validate p's challenge (RFC 8555 §7.5.1), and notes when the
+// answer says the challenge is valid already.
 func (r *run) trigger(p *pendingAuthz) error {
-	if _, err := r.s.core.Challenges.New(p.chalURL); err != nil {
+	chal, err := r.s.core.Challenges.New(p.chalURL)
+	if err != nil {
 		return classify("acme: trigger challenge for "+p.domain, err)
 	}
+
+	p.validated = chal.Status == legoacme.StatusValid
 
 	return nil
 }
@@ -588,6 +602,10 @@ func (r *run) trigger(p *pendingAuthz) error {
 // authorization is deactivated, so that the CA stops holding the order, and the failure
 // is an *AuthorizationError carrying the CA's problem.
 func (r *run) awaitAuthz(p pendingAuthz) error {
+	if p.validated {
+		return nil
+	}
+
 	retries := 0
 
 	for attempt := 0; ; attempt++ {
