@@ -3,7 +3,8 @@
 // every other request to the next handler untouched.
 //
 // Traefik interprets this package with Yaegi, so it imports the standard
-// library only and avoids what Yaegi v0.16 cannot run (see DESIGN.md).
+// library only and avoids what Yaegi v0.16 cannot run (min/max/clear, range
+// over an integer, Go 1.22 loop variables, generics-based stdlib helpers).
 //
 // Exactly one mode answers the challenges:
 //
@@ -83,8 +84,8 @@ func CreateConfig() *Config {
 //
 // The returned handler is a compiled http.ServeMux that sends every path
 // outside ChallengePrefix straight to next, so pass-through requests never
-// enter interpreted code (in Traefik, interpreted dispatch cost ~9 µs per
-// request; DESIGN.md). The mux behaves like Traefik's own routing for the paths
+// enter interpreted code (in Traefik v3.6, interpreted dispatch cost ~9 µs per
+// request, measured with wrk). The mux behaves like Traefik's own routing for the paths
 // Traefik hands to middlewares (Traefik cleans paths first by default,
 // entryPoints.<name>.http.sanitizePath); see README for the edge cases.
 func New(_ context.Context, next http.Handler, config *Config, name string) (http.Handler, error) {

@@ -2,8 +2,8 @@
 
 package e2e
 
-// The container image (dist/container), built and run with podman as
-// DESIGN.md describes for this machine: image storage in a temporary
+// The container image (dist/container), built and run with podman the way it
+// works on this kind of machine: image storage in a temporary
 // directory (vfs driver: no overlay mounts), runc (crun fails on this
 // kernel's hybrid cgroups), cgroupfs, default_ulimits cleared through a
 // CONTAINERS_CONF file, host networking. The image is FROM scratch, so no
