@@ -59,7 +59,9 @@ func (v *visit) run(ctx context.Context) result {
 	}
 	pubErr := v.keepPublished(ctx, rec)
 	next, due, ariDue := v.plan(rec, now)
-	if due && v.once {
+	if !due && v.once {
+		// plan reports a certificate whose retry time has not come as not due: that is
+		// the case onceWait looks at.
 		if wait := v.onceWait(rec, now); wait > 0 {
 			v.log.Info("waiting for the CA's Retry-After before resuming the order", "until", now.Add(wait))
 			if err := sleepCtx(ctx, wait); err != nil {
@@ -143,6 +145,9 @@ func (v *visit) retryAt(rec *store.Certificate) time.Time {
 // journaled order's Retry-After that ends within the certificate's deadline is waited
 // for (the next attempt resumes that order); a failure's back-off is not.
 func (v *visit) onceWait(rec *store.Certificate, now time.Time) time.Duration {
+	if usable(rec, v.cert) && now.Before(rec.RenewAt) {
+		return 0 // not due at all
+	}
 	wait := v.retryAt(rec).Sub(now)
 	if wait <= 0 || rec.Reason != reasonDeadline || v.memo.retryAt.After(rec.RetryAt) {
 		return 0
