@@ -217,7 +217,7 @@ func (v *visit) release(ctx context.Context, lease *store.Lease) {
 
 // underLease re-reads the record (another instance may have done the work meanwhile),
 // refreshes the renewal information when due, and makes an attempt when one is due.
-func (v *visit) underLease(ctx context.Context, now time.Time) result {
+func (v *visit) underLease(ctx context.Context, now time.Time) (res result) {
 	rec, err := v.load(ctx)
 	if err != nil {
 		return v.storeFailed(err, now)
@@ -225,6 +225,10 @@ func (v *visit) underLease(ctx context.Context, now time.Time) result {
 	if !usable(rec, v.cert) && rec.CertPEM == nil {
 		if adopted := v.adopt(ctx, rec); adopted != nil {
 			rec = adopted
+			// The visit published before it found the certificate under its old name:
+			// publish it under the new one now, not at its next visit (its renewal).
+			pubErr := v.keepPublished(ctx, rec)
+			defer func() { res.err = errors.Join(pubErr, res.err) }()
 		}
 	}
 	next, due, ariDue := v.plan(rec, now)
