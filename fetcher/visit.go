@@ -71,7 +71,7 @@ func (v *visit) run(ctx context.Context) result {
 			next, due, ariDue = v.plan(rec, now)
 		}
 	}
-	if !due && !ariDue {
+	if !due && !ariDue && v.leftoverOrder(ctx, rec) == "" {
 		return result{next: next, err: errors.Join(pubErr, v.waiting(rec, now))}
 	}
 	res := v.locked(ctx, now)
@@ -231,6 +231,9 @@ func (v *visit) underLease(ctx context.Context, now time.Time) (res result) {
 			defer func() { res.err = errors.Join(pubErr, res.err) }()
 		}
 	}
+	if key := v.leftoverOrder(ctx, rec); key != "" {
+		v.forgetLeftover(ctx, key)
+	}
 	next, due, ariDue := v.plan(rec, now)
 	if ariDue {
 		v.refreshRenewalInfo(ctx, rec, now)
@@ -272,6 +275,51 @@ func (v *visit) adopt(ctx context.Context, rec *store.Certificate) *store.Certif
 		return &adopted
 	}
 	return nil
+}
+
+// leftoverOrder returns the request key of an order the journal still holds although
+// its certificate is the one stored: a crash (or a failed Collected) between storing the
+// certificate and forgetting the order. Left alone, that order and its key would stay
+// journaled, and `status` would show it, until the certificate's renewal. It is looked
+// for at the first visit of a certificate in a process and after a failed Collected;
+// "" when there is none.
+func (v *visit) leftoverOrder(ctx context.Context, rec *store.Certificate) string {
+	if v.memo.journalClean || !usable(rec, v.cert) {
+		return ""
+	}
+	key := v.request().Key()
+	jrec, err := v.d.store.Journal().Load(ctx, key)
+	switch {
+	case errors.Is(err, acme.ErrNoRecord):
+		v.memo.journalClean = true
+		return ""
+	case err != nil:
+		v.log.Warn("cannot read the order journal", "err", err)
+		return ""
+	case jrec.CertificatePEM != string(rec.CertPEM):
+		// Another order (a renewal in flight, here or on another instance): the
+		// attempt that owns it collects it.
+		v.memo.journalClean = true
+		return ""
+	}
+	return key
+}
+
+// forgetLeftover forgets the order leftoverOrder found, under the certificate's lease;
+// a failure is retried at the next visit.
+func (v *visit) forgetLeftover(ctx context.Context, key string) {
+	if err := v.d.store.Journal().Delete(ctx, key); err != nil {
+		v.log.Warn("cannot forget the order of the stored certificate", "err", err)
+		return
+	}
+	v.memo.journalClean = true
+	v.log.Info("forgot the journaled order of the certificate already stored (left by an interrupted run)")
+	v.d.emit(v.cert.Name, StepCollected, nil)
+}
+
+// request is the ACME request for the certificate as configured.
+func (v *visit) request() acme.Request {
+	return acme.Request{Names: v.cert.Domains, KeyType: v.cert.KeyType, Profile: v.r.cfg.Profile, PreferredChain: v.r.cfg.PreferredChain}
 }
 
 // refreshRenewalInfo asks the CA when to renew (ARI, RFC 9773) and moves RenewAt into the
@@ -317,7 +365,7 @@ func (v *visit) attempt(ctx context.Context, rec *store.Certificate, now time.Ti
 		return v.failed(ctx, rec, now, err)
 	}
 	renewal := usable(rec, v.cert)
-	req := acme.Request{Names: v.cert.Domains, KeyType: v.cert.KeyType, Profile: v.r.cfg.Profile, PreferredChain: v.r.cfg.PreferredChain}
+	req := v.request()
 	if renewal && v.cfg.Renewal.ARI {
 		// Tells the CA which certificate this order replaces (RFC 9773 §5); a CA without
 		// ARI ignores the field.
@@ -362,9 +410,10 @@ func (v *visit) attempt(ctx context.Context, rec *store.Certificate, now time.Ti
 	}
 	v.d.emit(v.cert.Name, StepStored, nil)
 	if err := client.Collected(ctx, got); err != nil {
-		// Harmless: the next attempt gets this certificate back from the journal,
-		// recognises it and forgets the order then.
+		// Harmless: the next visit finds the order left in the journal and forgets it
+		// (leftoverOrder).
 		v.log.Warn("cannot forget the collected order", "order", got.OrderURL, "err", err)
+		v.memo.journalClean = false
 	} else {
 		v.d.emit(v.cert.Name, StepCollected, nil)
 	}
@@ -530,6 +579,10 @@ type memo struct {
 	publishFailures int
 	publishRetryAt  time.Time
 	publishErr      error
+
+	// journalClean: the journal was found to hold no order of the stored certificate
+	// (see leftoverOrder).
+	journalClean bool
 }
 
 func (m *memo) failedAt(retry time.Time, err error) { m.retryAt, m.lastErr = retry, err }
