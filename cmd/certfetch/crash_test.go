@@ -34,6 +34,10 @@ func TestCrashAtEachStep(t *testing.T) {
 		// resumed is what the restarted daemon logs when it picks up the order; empty:
 		// there is nothing to pick up.
 		resumed string
+		// leftover: the crash left the order journaled after its certificate was
+		// stored; the restarted daemon forgets it. After any other step the order is
+		// forgotten by the attempt that stores the certificate (acme Client.Collected).
+		leftover bool
 	}{
 		// The one step where a second order cannot be avoided: the CA created an order
 		// whose URL only the lost answer carried (RFC 8555 newOrder is not idempotent).
@@ -43,7 +47,7 @@ func TestCrashAtEachStep(t *testing.T) {
 		{desc: "finalize in flight", hold: testca.Finalize, orders: 1, resumed: `msg="resuming order"`},
 		{desc: "download in flight", hold: testca.CertDownload, orders: 1, resumed: `msg="resuming order"`},
 		{desc: "obtained", killAt: fetcher.StepObtained, orders: 1, resumed: `msg="returning the certificate the journaled order already produced"`},
-		{desc: "stored", killAt: fetcher.StepStored, orders: 1},
+		{desc: "stored", killAt: fetcher.StepStored, orders: 1, leftover: true},
 		{desc: "collected", killAt: fetcher.StepCollected, orders: 1},
 		{desc: "published", killAt: fetcher.StepPublished, orders: 1},
 	}
@@ -88,6 +92,8 @@ func TestCrashAtEachStep(t *testing.T) {
 				return ok && sb.CA.Stats().NewOrders >= tc.orders
 			}, processTimeout, tick)
 			second.stop(t)
+			_, forgot := findLog(second.stderr.String(), time.Time{}, `msg="forgot the journaled order of the certificate already stored`)
+			assert.Equal(t, tc.leftover, forgot, "the restarted daemon had to forget an order left in the journal")
 
 			servedCertificate(t, sb, domain, domain)
 			assert.Equal(t, tc.orders, sb.CA.Stats().NewOrders, "new-order requests at the CA")
