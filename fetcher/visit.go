@@ -415,6 +415,7 @@ func (v *visit) attempt(ctx context.Context, rec *store.Certificate, now time.Ti
 		v.log.Warn("cannot forget the collected order", "order", got.OrderURL, "err", err)
 		v.memo.journalClean = false
 	} else {
+		v.memo.journalClean = true
 		v.d.emit(v.cert.Name, StepCollected, nil)
 	}
 	v.memo.succeeded()
