@@ -333,6 +333,9 @@ func (d *Daemon) record(name string, v *visit, res result) {
 		ordering := v.last.Reason == reasonDeadline && !v.last.RetryAt.IsZero()
 		vw.state = deriveState(v.last, v.cert, ordering, v.out.current(name, v.last.CertPEM), d.now())
 	}
+	// At debug level every visit says where the certificate stands and when it is looked
+	// at next: the per-certificate schedule, readable in the log.
+	v.log.Debug("certificate visited", "state", vw.state, "next", res.next, "err", res.err)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.certs[name] != nil {

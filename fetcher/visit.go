@@ -60,7 +60,9 @@ func (v *visit) run(ctx context.Context) result {
 	}
 	pubErr := v.keepPublished(ctx, rec)
 	next, due, ariDue := v.plan(rec, now)
-	if due && v.once {
+	if !due && v.once {
+		// plan reports a certificate whose retry time has not come as not due: that is
+		// the case onceWait looks at.
 		if d := v.onceWait(rec, now); d > 0 {
 			v.log.Info("waiting for the CA's Retry-After before resuming the order", "until", now.Add(d))
 			if err := wait.Sleep(ctx, d); err != nil {
@@ -70,7 +72,7 @@ func (v *visit) run(ctx context.Context) result {
 			next, due, ariDue = v.plan(rec, now)
 		}
 	}
-	if !due && !ariDue {
+	if !due && !ariDue && v.leftoverOrder(ctx, rec) == "" {
 		return result{next: next, err: errors.Join(pubErr, v.waiting(rec, now))}
 	}
 	res := v.locked(ctx, now)
@@ -144,6 +146,9 @@ func (v *visit) retryAt(rec *store.Certificate) time.Time {
 // journaled order's Retry-After that ends within the certificate's deadline is waited
 // for (the next attempt resumes that order); a failure's back-off is not.
 func (v *visit) onceWait(rec *store.Certificate, now time.Time) time.Duration {
+	if usable(rec, v.cert) && now.Before(rec.RenewAt) {
+		return 0 // not due at all
+	}
 	wait := v.retryAt(rec).Sub(now)
 	if wait <= 0 || rec.Reason != reasonDeadline || v.memo.retryAt.After(rec.RetryAt) {
 		return 0
@@ -213,7 +218,7 @@ func (v *visit) release(ctx context.Context, lease *store.Lease) {
 
 // underLease re-reads the record (another instance may have done the work meanwhile),
 // refreshes the renewal information when due, and makes an attempt when one is due.
-func (v *visit) underLease(ctx context.Context, now time.Time) result {
+func (v *visit) underLease(ctx context.Context, now time.Time) (res result) {
 	rec, err := v.load(ctx)
 	if err != nil {
 		return v.storeFailed(err, now)
@@ -221,7 +226,14 @@ func (v *visit) underLease(ctx context.Context, now time.Time) result {
 	if !usable(rec, v.cert) && rec.CertPEM == nil {
 		if adopted := v.adopt(ctx, rec); adopted != nil {
 			rec = adopted
+			// The visit published before it found the certificate under its old name:
+			// publish it under the new one now, not at its next visit (its renewal).
+			pubErr := v.keepPublished(ctx, rec)
+			defer func() { res.err = errors.Join(pubErr, res.err) }()
 		}
+	}
+	if key := v.leftoverOrder(ctx, rec); key != "" {
+		v.forgetLeftover(ctx, key)
 	}
 	next, due, ariDue := v.plan(rec, now)
 	if ariDue {
@@ -264,6 +276,51 @@ func (v *visit) adopt(ctx context.Context, rec *store.Certificate) *store.Certif
 		return &adopted
 	}
 	return nil
+}
+
+// leftoverOrder returns the request key of an order the journal still holds although
+// its certificate is the one stored: a crash (or a failed Collected) between storing the
+// certificate and forgetting the order. Left alone, that order and its key would stay
+// journaled, and `status` would show it, until the certificate's renewal. It is looked
+// for at the first visit of a certificate in a process and after a failed Collected;
+// "" when there is none.
+func (v *visit) leftoverOrder(ctx context.Context, rec *store.Certificate) string {
+	if v.memo.journalClean || !usable(rec, v.cert) {
+		return ""
+	}
+	key := v.request().Key()
+	jrec, err := v.d.store.Journal().Load(ctx, key)
+	switch {
+	case errors.Is(err, acme.ErrNoRecord):
+		v.memo.journalClean = true
+		return ""
+	case err != nil:
+		v.log.Warn("cannot read the order journal", "err", err)
+		return ""
+	case jrec.CertificatePEM != string(rec.CertPEM):
+		// Another order (a renewal in flight, here or on another instance): the
+		// attempt that owns it collects it.
+		v.memo.journalClean = true
+		return ""
+	}
+	return key
+}
+
+// forgetLeftover forgets the order leftoverOrder found, under the certificate's lease;
+// a failure is retried at the next visit.
+func (v *visit) forgetLeftover(ctx context.Context, key string) {
+	if err := v.d.store.Journal().Delete(ctx, key); err != nil {
+		v.log.Warn("cannot forget the order of the stored certificate", "err", err)
+		return
+	}
+	v.memo.journalClean = true
+	v.log.Info("forgot the journaled order of the certificate already stored (left by an interrupted run)")
+	v.d.emit(v.cert.Name, StepCollected, nil)
+}
+
+// request is the ACME request for the certificate as configured.
+func (v *visit) request() acme.Request {
+	return acme.Request{Names: v.cert.Domains, KeyType: v.cert.KeyType, Profile: v.r.cfg.Profile, PreferredChain: v.r.cfg.PreferredChain}
 }
 
 // refreshRenewalInfo asks the CA when to renew (ARI, RFC 9773) and moves RenewAt into the
@@ -309,7 +366,7 @@ func (v *visit) attempt(ctx context.Context, rec *store.Certificate, now time.Ti
 		return v.failed(ctx, rec, now, err)
 	}
 	renewal := usable(rec, v.cert)
-	req := acme.Request{Names: v.cert.Domains, KeyType: v.cert.KeyType, Profile: v.r.cfg.Profile, PreferredChain: v.r.cfg.PreferredChain}
+	req := v.request()
 	if renewal && v.cfg.Renewal.ARI {
 		// Tells the CA which certificate this order replaces (RFC 9773 §5); a CA without
 		// ARI ignores the field.
@@ -354,10 +411,12 @@ func (v *visit) attempt(ctx context.Context, rec *store.Certificate, now time.Ti
 	}
 	v.d.emit(v.cert.Name, StepStored, nil)
 	if err := client.Collected(ctx, got); err != nil {
-		// Harmless: the next attempt gets this certificate back from the journal,
-		// recognises it and forgets the order then.
+		// Harmless: the next visit finds the order left in the journal and forgets it
+		// (leftoverOrder).
 		v.log.Warn("cannot forget the collected order", "order", got.OrderURL, "err", err)
+		v.memo.journalClean = false
 	} else {
+		v.memo.journalClean = true
 		v.d.emit(v.cert.Name, StepCollected, nil)
 	}
 	v.memo.succeeded()
@@ -512,6 +571,10 @@ type memo struct {
 	publishFailures int
 	publishRetryAt  time.Time
 	publishErr      error
+
+	// journalClean: the journal was found to hold no order of the stored certificate
+	// (see leftoverOrder).
+	journalClean bool
 }
 
 func (m *memo) failedAt(retry time.Time, err error) { m.retryAt, m.lastErr = retry, err }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,17 +18,35 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/certfetch/certfetch/demo"
+	"github.com/certfetch/certfetch/fetcher"
 	"github.com/certfetch/certfetch/internal/testkit/testca"
 	"github.com/certfetch/certfetch/internal/testkit/testsupport"
 )
 
-// TestMain lets the test binary act as the certfetch binary for
-// TestRunDaemon, which needs a real process to send signals to.
+// TestMain lets the test binary act as the certfetch binary (CERTFETCH_TEST_MAIN=1) for
+// the tests that need a real process to send signals to or to kill. With
+// CERTFETCH_TEST_KILL_AT=<step> (a fetcher.Step) that process SIGKILLs itself the first
+// time any certificate reaches that step: a crash at a precise point of the lifecycle.
 func TestMain(m *testing.M) {
 	if os.Getenv("CERTFETCH_TEST_MAIN") == "1" {
+		if step := os.Getenv("CERTFETCH_TEST_KILL_AT"); step != "" {
+			observe = killAt(fetcher.Step(step))
+		}
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
+}
+
+// killAt returns an Observe that kills the process, without any cleanup, at step.
+func killAt(step fetcher.Step) func(fetcher.Event) {
+	return func(e fetcher.Event) {
+		if e.Step != step {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "test: SIGKILL at step %s of %s\n", e.Step, e.Name)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // the signal is on its way; nothing more of this process may run
+	}
 }
 
 // notifySocket collects sd_notify datagrams the way systemd receives them.
