@@ -17,12 +17,14 @@ type visits struct {
 	removed []string
 	// hold, when set for a name, blocks its visits until the channel is closed.
 	hold map[string]chan struct{}
-	// started receives a name each time its visit starts.
-	started chan string
+	// started receives a name each time its visit starts; unclaimed counts the starts
+	// waitStart took from it but no waitStart claimed yet (used by the test goroutine only).
+	started   chan string
+	unclaimed map[string]int
 }
 
 func newVisits() *visits {
-	return &visits{count: map[string]int{}, hold: map[string]chan struct{}{}, started: make(chan string, 1000)}
+	return &visits{count: map[string]int{}, hold: map[string]chan struct{}{}, started: make(chan string, 1000), unclaimed: map[string]int{}}
 }
 
 func (v *visits) visit(ctx context.Context, name string) time.Time {
@@ -62,22 +64,22 @@ func (v *visits) snapshot() (map[string]int, []string) {
 	return counts, append([]string(nil), v.removed...)
 }
 
-// waitStart waits until name's visit starts n more times.
+// waitStart waits until name's visit starts n more times. Starts of other names seen
+// meanwhile are kept for their own waitStart.
 func (v *visits) waitStart(t *testing.T, name string, n int) {
 	t.Helper()
 
 	timeout := time.After(10 * time.Second)
 
-	for n > 0 {
+	for v.unclaimed[name] < n {
 		select {
 		case got := <-v.started:
-			if got == name {
-				n--
-			}
+			v.unclaimed[got]++
 		case <-timeout:
 			t.Fatalf("%s was not visited", name)
 		}
 	}
+	v.unclaimed[name] -= n
 }
 
 func startScheduler(t *testing.T, v *visits) *scheduler {
@@ -127,19 +129,14 @@ func TestSchedulerRemovesAfterTheVisit(t *testing.T) {
 	t.Parallel()
 
 	v := newVisits()
-	release := make(chan struct{})
-	v.hold["busy"] = release
+	release, backRelease := make(chan struct{}), make(chan struct{})
+	v.hold["busy"], v.hold["back"] = release, backRelease
 
 	s := startScheduler(t, v)
 	ctx := context.Background()
 	s.set(ctx, []string{"busy", "idle", "back"})
 	v.waitStart(t, "busy", 1)
 	v.waitStart(t, "idle", 1)
-
-	v.mu.Lock()
-	backRelease := make(chan struct{})
-	v.hold["back"] = backRelease
-	v.mu.Unlock()
 	v.waitStart(t, "back", 1)
 
 	s.set(ctx, []string{})
