@@ -49,7 +49,10 @@ type LeaseHeldError struct {
 	// it: a holder that died leaves the lock free from then on. Redis
 	// reports it in the same script that refused the acquisition (the
 	// lock's PTTL); etcd right after (the lock's lease TimeToLive, in whole
-	// seconds, so Expires may be up to a second late, never early). Zero
+	// seconds: Expires is the earliest the lease can run out, up to a
+	// second early, so that a waiter coming back at it takes over a dead
+	// holder's lock as soon as etcd frees it; an early one finds the lock
+	// still held and gets a new Expires). Zero
 	// when unknown: on the file backend (leases die with the process), or
 	// for a lock without expiry.
 	Expires time.Time

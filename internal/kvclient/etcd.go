@@ -396,10 +396,13 @@ func (e *Etcd) Revoke(ctx context.Context, id LeaseID) error {
 	})
 }
 
-// TimeToLive returns how long the lease has left, at most: etcd counts whole
-// seconds and truncates, so the lease runs out within the returned time and
-// less than a second before it (never later). A lease that no longer exists
-// has 0 left.
+// TimeToLive returns how long the lease has left, at least: etcd counts whole
+// seconds and truncates, so the lease runs out no sooner than the returned
+// time and less than a second after it. The lower bound is what a waiter
+// wants: one that comes back at it finds a dead holder's lease gone (or, at
+// worst, held for under a second more: it asks again), where the upper bound
+// would keep every takeover a second late. A lease that no longer exists has
+// 0 left.
 func (e *Etcd) TimeToLive(ctx context.Context, id LeaseID) (time.Duration, error) {
 	var left time.Duration
 	err := e.do(ctx, func(ctx context.Context, c *clientv3.Client) error {
@@ -410,9 +413,8 @@ func (e *Etcd) TimeToLive(ctx context.Context, id LeaseID) (time.Duration, error
 		case err != nil:
 			return err
 		case resp.TTL >= 0:
-			// The lease has [TTL, TTL+1) seconds left, and never more
-			// than it was granted.
-			left = time.Duration(min(resp.TTL+1, resp.GrantedTTL)) * time.Second
+			// The lease has [TTL, TTL+1) seconds left.
+			left = time.Duration(resp.TTL) * time.Second
 		}
 		return nil
 	})
