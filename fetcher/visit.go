@@ -212,7 +212,7 @@ func (v *visit) release(ctx context.Context, lease *store.Lease) {
 
 // underLease re-reads the record (another instance may have done the work meanwhile),
 // refreshes the renewal information when due, and makes an attempt when one is due.
-func (v *visit) underLease(ctx context.Context, now time.Time) result {
+func (v *visit) underLease(ctx context.Context, now time.Time) (res result) {
 	rec, err := v.load(ctx)
 	if err != nil {
 		return v.storeFailed(err, now)
@@ -220,6 +220,10 @@ func (v *visit) underLease(ctx context.Context, now time.Time) result {
 	if !usable(rec, v.cert) && rec.CertPEM == nil {
 		if adopted := v.adopt(ctx, rec); adopted != nil {
 			rec = adopted
+			// Published now, not at the next visit (its renewal time, weeks away): the
+			// sweep withdraws the old name meanwhile.
+			pubErr := v.keepPublished(ctx, rec)
+			defer func() { res.err = errors.Join(pubErr, res.err) }()
 		}
 	}
 	next, due, ariDue := v.plan(rec, now)
