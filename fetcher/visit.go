@@ -59,7 +59,8 @@ func (v *visit) run(ctx context.Context) result {
 	}
 	pubErr := v.keepPublished(ctx, rec)
 	next, due, ariDue := v.plan(rec, now)
-	if due && v.once {
+	if !due && v.once {
+		// Held back by a retry time: `once` waits for a short Retry-After.
 		if wait := v.onceWait(rec, now); wait > 0 {
 			v.log.Info("waiting for the CA's Retry-After before resuming the order", "until", now.Add(wait))
 			if err := sleepCtx(ctx, wait); err != nil {
@@ -146,6 +147,9 @@ func (v *visit) onceWait(rec *store.Certificate, now time.Time) time.Duration {
 	wait := v.retryAt(rec).Sub(now)
 	if wait <= 0 || rec.Reason != reasonDeadline || v.memo.retryAt.After(rec.RetryAt) {
 		return 0
+	}
+	if usable(rec, v.cert) && now.Add(wait).Before(rec.RenewAt) {
+		return 0 // not due then either
 	}
 	if wait > v.cfg.EffectiveTimeout(v.cert) {
 		return 0
