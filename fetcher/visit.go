@@ -3,6 +3,7 @@ package fetcher
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,6 +75,10 @@ func (v *visit) run(ctx context.Context) result {
 		return result{next: next, err: errors.Join(pubErr, v.waiting(rec, now))}
 	}
 	res := v.locked(ctx, now)
+	if pubErr != nil && v.last != rec && v.last != nil && v.out.current(v.cert.Name, v.last.CertPEM) {
+		// The attempt published a new certificate: the old one's failure is moot.
+		pubErr = nil
+	}
 	res.err = errors.Join(pubErr, res.err)
 	return res
 }
@@ -119,7 +124,7 @@ func (v *visit) plan(rec *store.Certificate, now time.Time) (next time.Time, due
 	} else {
 		due = true
 	}
-	if v.memo.publishRetry(now) && v.memo.publishRetryAt.Before(next) {
+	if v.memo.publishRetry(now, nil) && v.memo.publishRetryAt.Before(next) {
 		next = v.memo.publishRetryAt
 	}
 	if due {
@@ -486,14 +491,14 @@ func (v *visit) keepPublished(ctx context.Context, rec *store.Certificate) error
 	if v.out.current(v.cert.Name, rec.CertPEM) {
 		return nil
 	}
-	if v.memo.publishRetry(now) {
+	if v.memo.publishRetry(now, rec.CertPEM) {
 		return v.memo.publishErr
 	}
 	if err := v.out.publish(ctx, v.cert.Name, rec.CertPEM, rec.KeyPEM); err != nil {
 		err = &publishError{err}
 		v.memo.publishFailures++
 		v.memo.publishRetryAt = now.Add(backoff(v.memo.publishFailures))
-		v.memo.publishErr = err
+		v.memo.publishErr, v.memo.publishSum = err, sha256.Sum256(rec.CertPEM)
 		v.d.metrics.Failure(v.cert.Resolver, reasonPublish)
 		v.log.Error("cannot publish the certificate; renewal goes on", "failures", v.memo.publishFailures,
 			"retryAt", v.memo.publishRetryAt, "err", err)
@@ -529,6 +534,7 @@ type memo struct {
 	publishFailures int
 	publishRetryAt  time.Time
 	publishErr      error
+	publishSum      [sha256.Size]byte // of the certificate that failed
 }
 
 func (m *memo) failedAt(retry time.Time, err error) { m.retryAt, m.lastErr = retry, err }
@@ -537,7 +543,11 @@ func (m *memo) succeeded() { m.storeFailures, m.retryAt, m.lastErr = 0, time.Tim
 
 func (m *memo) published() { m.publishFailures, m.publishRetryAt, m.publishErr = 0, time.Time{}, nil }
 
-// publishRetry reports whether a publication failed and its retry time has not come.
-func (m *memo) publishRetry(now time.Time) bool {
-	return m.publishErr != nil && now.Before(m.publishRetryAt)
+// publishRetry reports whether the publication of certPEM (nil: of any certificate)
+// failed and its retry time has not come. Another certificate (a renewal) is published
+// at once: the last failure may have been that certificate's own (output.ErrOlder), and
+// the back-off of an output that keeps refusing goes on growing anyway.
+func (m *memo) publishRetry(now time.Time, certPEM []byte) bool {
+	return m.publishErr != nil && now.Before(m.publishRetryAt) &&
+		(certPEM == nil || m.publishSum == sha256.Sum256(certPEM))
 }
