@@ -60,6 +60,9 @@ func Status(ctx context.Context, cfg *config.Config, st *store.Store, out output
 		}
 		s.Order = journaled[req.Key()]
 		rec, err := st.LoadCertificate(ctx, c.Name)
+		if err == nil {
+			err = unusableRecord(st, c.Name, rec)
+		}
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			rec = nil

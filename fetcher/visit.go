@@ -84,11 +84,15 @@ func (v *visit) run(ctx context.Context) result {
 }
 
 // load reads the certificate's record. The configuration is the truth for its name;
-// a missing record is an empty one; a record that cannot be decoded is moved aside
-// (quarantined) and counts as missing, so that a corrupt file costs one order, not the
-// certificate's renewals forever.
+// a missing record is an empty one; a record that cannot be decoded, or whose
+// certificate and key cannot be used, is moved aside (quarantined) and counts as
+// missing, so that a corrupt file costs one order, not the certificate's renewals
+// forever.
 func (v *visit) load(ctx context.Context) (*store.Certificate, error) {
 	rec, err := v.d.store.LoadCertificate(ctx, v.cert.Name)
+	if err == nil {
+		err = unusableRecord(v.d.store, v.cert.Name, rec)
+	}
 	var corrupt *store.CorruptError
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -263,7 +267,7 @@ func (v *visit) adopt(ctx context.Context, rec *store.Certificate) *store.Certif
 	}
 	configured := v.d.configured()
 	for _, old := range all {
-		if configured[old.Name] || !usable(old, v.cert) {
+		if configured[old.Name] || !usable(old, v.cert) || unusableRecord(v.d.store, old.Name, old) != nil {
 			continue
 		}
 		adopted := *old
