@@ -320,6 +320,11 @@ func (v *visit) attempt(ctx context.Context, rec *store.Certificate, now time.Ti
 	if err := v.save(ctx, rec); err != nil {
 		return v.storeFailed(err, now)
 	}
+	// So must the order journal: an order that cannot be journaled is lost at once
+	// (the file backend; Redis and etcd refuse only when unreachable).
+	if err := v.d.store.CheckWritable(ctx); err != nil {
+		return v.storeFailed(err, now)
+	}
 	client, err := v.r.acmeClient(ctx)
 	if err != nil {
 		return v.failed(ctx, rec, now, err)
