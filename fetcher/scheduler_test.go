@@ -19,10 +19,12 @@ type visits struct {
 	hold map[string]chan struct{}
 	// started receives a name each time its visit starts.
 	started chan string
+	// held receives a name each time its visit blocks on its hold.
+	held chan string
 }
 
 func newVisits() *visits {
-	return &visits{count: map[string]int{}, hold: map[string]chan struct{}{}, started: make(chan string, 1000)}
+	return &visits{count: map[string]int{}, hold: map[string]chan struct{}{}, started: make(chan string, 1000), held: make(chan string, 1000)}
 }
 
 func (v *visits) visit(ctx context.Context, name string) time.Time {
@@ -34,6 +36,7 @@ func (v *visits) visit(ctx context.Context, name string) time.Time {
 	v.mu.Unlock()
 
 	if hold != nil {
+		v.held <- name
 		select {
 		case <-hold:
 		case <-ctx.Done():
@@ -60,6 +63,24 @@ func (v *visits) snapshot() (map[string]int, []string) {
 	}
 
 	return counts, append([]string(nil), v.removed...)
+}
+
+// waitHeld waits until a visit of name blocks on its hold.
+func (v *visits) waitHeld(t *testing.T, name string) {
+	t.Helper()
+
+	timeout := time.After(10 * time.Second)
+
+	for {
+		select {
+		case got := <-v.held:
+			if got == name {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no visit of %s blocked on its hold", name)
+		}
+	}
 }
 
 // waitStart waits until name's visit starts n more times.
@@ -140,10 +161,17 @@ func TestSchedulerRemovesAfterTheVisit(t *testing.T) {
 	backRelease := make(chan struct{})
 	v.hold["back"] = backRelease
 	v.mu.Unlock()
-	v.waitStart(t, "back", 1)
+	// Not waitStart: the starts of "back" before the hold was set are still queued.
+	v.waitHeld(t, "back")
 
 	s.set(ctx, []string{})
 
+	// "idle" is removed at once, or right after its visit if one just started (it is
+	// visited every 10 ms); the held ones are not.
+	require.Eventually(t, func() bool {
+		_, removed := v.snapshot()
+		return len(removed) > 0
+	}, 10*time.Second, time.Millisecond)
 	_, removed := v.snapshot()
 	assert.ElementsMatch(t, []string{"idle"}, removed, "only the certificate at rest is removed at once")
 
