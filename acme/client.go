@@ -123,8 +123,14 @@ type Client struct {
 	onAccountURL func(string)
 	locks        keyLocks
 
+	// registering admits one re-registration at a time (reregister).
+	registering chan struct{}
+
 	mu         sync.Mutex
 	accountURL string
+	// registrations counts the re-registrations, so that attempts that found the account
+	// gone together register it once.
+	registrations int
 }
 
 // Certificate is an issued certificate with its private key.
@@ -200,6 +206,7 @@ func NewClient(ctx context.Context, cfg Config) (*Client, error) {
 		onPhase:      cfg.OnPhase,
 		onRequest:    cfg.OnRequest,
 		onAccountURL: cfg.OnAccountURL,
+		registering:  make(chan struct{}, 1),
 	}
 
 	if c.journal == nil {
@@ -282,14 +289,14 @@ func (c *Client) Obtain(ctx context.Context, req Request) (*Certificate, error) 
 	}
 	defer unlock()
 
+	seen := c.registrationCount()
+
 	cert, err := c.attempt(ctx, req, key)
 	if !accountGone(err) {
 		return cert, err
 	}
 
-	c.log.Warn("the CA no longer knows the account; registering the account key again", "account", c.AccountURL(), "err", err)
-
-	if err := c.reregister(ctx); err != nil {
+	if err := c.reregister(ctx, seen, err); err != nil {
 		return nil, err
 	}
 
@@ -457,9 +464,31 @@ func (c *Client) registerOnce(ctx context.Context) (string, error) {
 	return ext.Location, nil
 }
 
-// reregister registers the account key again after the CA forgot the account, and hands
-// the new URL to Config.OnAccountURL.
-func (c *Client) reregister(ctx context.Context) error {
+func (c *Client) registrationCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	return c.registrations
+}
+
+// reregister registers the account key again after the CA forgot the account (gone is
+// its answer to an attempt that started after seen re-registrations), and hands the new
+// URL to Config.OnAccountURL. Attempts that find the account gone together register it
+// once: a re-registration since seen is taken as done.
+func (c *Client) reregister(ctx context.Context, seen int, gone error) error {
+	select {
+	case c.registering <- struct{}{}:
+	case <-ctx.Done():
+		return &AccountError{URL: c.AccountURL(), Err: errors.Join(gone, ctx.Err())}
+	}
+	defer func() { <-c.registering }()
+
+	if c.registrationCount() != seen {
+		return nil
+	}
+
+	c.log.Warn("the CA no longer knows the account; registering the account key again", "account", c.AccountURL(), "err", gone)
+
 	url, err := c.register(ctx)
 	if err != nil {
 		return &AccountError{URL: c.AccountURL(), Err: err}
@@ -467,6 +496,7 @@ func (c *Client) reregister(ctx context.Context) error {
 
 	c.mu.Lock()
 	c.accountURL = url
+	c.registrations++
 	c.mu.Unlock()
 
 	c.log.Info("ACME account registered again", "directory", c.dirURL, "account", url)

@@ -17,14 +17,14 @@ type visits struct {
 	removed []string
 	// hold, when set for a name, blocks its visits until the channel is closed.
 	hold map[string]chan struct{}
-	// started receives a name each time its visit starts; unclaimed counts the starts
-	// waitStart took from it but no waitStart claimed yet (used by the test goroutine only).
-	started   chan string
-	unclaimed map[string]int
+	// started receives a name each time its visit starts.
+	started chan string
+	// held receives a name each time its visit blocks on its hold.
+	held chan string
 }
 
 func newVisits() *visits {
-	return &visits{count: map[string]int{}, hold: map[string]chan struct{}{}, started: make(chan string, 1000), unclaimed: map[string]int{}}
+	return &visits{count: map[string]int{}, hold: map[string]chan struct{}{}, started: make(chan string, 1000), held: make(chan string, 1000)}
 }
 
 func (v *visits) visit(ctx context.Context, name string) time.Time {
@@ -36,6 +36,7 @@ func (v *visits) visit(ctx context.Context, name string) time.Time {
 	v.mu.Unlock()
 
 	if hold != nil {
+		v.held <- name
 		select {
 		case <-hold:
 		case <-ctx.Done():
@@ -64,22 +65,40 @@ func (v *visits) snapshot() (map[string]int, []string) {
 	return counts, append([]string(nil), v.removed...)
 }
 
-// waitStart waits until name's visit starts n more times. Starts of other names seen
-// meanwhile are kept for their own waitStart.
+// waitHeld waits until a visit of name blocks on its hold.
+func (v *visits) waitHeld(t *testing.T, name string) {
+	t.Helper()
+
+	timeout := time.After(10 * time.Second)
+
+	for {
+		select {
+		case got := <-v.held:
+			if got == name {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no visit of %s blocked on its hold", name)
+		}
+	}
+}
+
+// waitStart waits until name's visit starts n more times.
 func (v *visits) waitStart(t *testing.T, name string, n int) {
 	t.Helper()
 
 	timeout := time.After(10 * time.Second)
 
-	for v.unclaimed[name] < n {
+	for n > 0 {
 		select {
 		case got := <-v.started:
-			v.unclaimed[got]++
+			if got == name {
+				n--
+			}
 		case <-timeout:
 			t.Fatalf("%s was not visited", name)
 		}
 	}
-	v.unclaimed[name] -= n
 }
 
 func startScheduler(t *testing.T, v *visits) *scheduler {
@@ -129,18 +148,30 @@ func TestSchedulerRemovesAfterTheVisit(t *testing.T) {
 	t.Parallel()
 
 	v := newVisits()
-	release, backRelease := make(chan struct{}), make(chan struct{})
-	v.hold["busy"], v.hold["back"] = release, backRelease
+	release := make(chan struct{})
+	v.hold["busy"] = release
 
 	s := startScheduler(t, v)
 	ctx := context.Background()
 	s.set(ctx, []string{"busy", "idle", "back"})
 	v.waitStart(t, "busy", 1)
 	v.waitStart(t, "idle", 1)
-	v.waitStart(t, "back", 1)
+
+	v.mu.Lock()
+	backRelease := make(chan struct{})
+	v.hold["back"] = backRelease
+	v.mu.Unlock()
+	// Not waitStart: the starts of "back" before the hold was set are still queued.
+	v.waitHeld(t, "back")
 
 	s.set(ctx, []string{})
 
+	// "idle" is removed at once, or right after its visit if one just started (it is
+	// visited every 10 ms); the held ones are not.
+	require.Eventually(t, func() bool {
+		_, removed := v.snapshot()
+		return len(removed) > 0
+	}, 10*time.Second, time.Millisecond)
 	_, removed := v.snapshot()
 	assert.ElementsMatch(t, []string{"idle"}, removed, "only the certificate at rest is removed at once")
 

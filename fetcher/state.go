@@ -1,6 +1,9 @@
 package fetcher
 
 import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
 	"slices"
 	"time"
 
@@ -49,6 +52,23 @@ const (
 func usable(rec *store.Certificate, cert *config.Certificate) bool {
 	return rec != nil && len(rec.CertPEM) > 0 && slices.Equal(rec.Domains, cert.Domains) &&
 		rec.Resolver == cert.Resolver && recordKeyType(rec) == cert.KeyType
+}
+
+// unusableRecord returns the *store.CorruptError of a record that decodes but whose
+// certificate cannot be served (its certificate or key does not parse, or they do not
+// match): it is as corrupt as one that does not decode, and would otherwise count as a
+// usable certificate that never publishes and is not renewed before its renewal time.
+// nil for a record without a certificate, or a good one.
+func unusableRecord(st *store.Store, name string, rec *store.Certificate) error {
+	if len(rec.CertPEM) == 0 {
+		return nil
+	}
+	if _, err := tls.X509KeyPair(rec.CertPEM, rec.KeyPEM); err != nil {
+		raw, _ := json.MarshalIndent(rec, "", "  ") // as the store wrote it, for Quarantine
+		return &store.CorruptError{Key: "certificates/" + name, Store: st.String(), Raw: raw,
+			Err: fmt.Errorf("its certificate and key cannot be used: %w", err)}
+	}
+	return nil
 }
 
 // recordKeyType is the key type of rec's certificate. Records written before the key

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/certfetch/certfetch/acme"
@@ -51,6 +53,12 @@ func Status(ctx context.Context, cfg *config.Config, st *store.Store, out output
 	for _, o := range orders {
 		journaled[o.Key] = o.OrderURL
 	}
+	// The daemon cannot record that the store refuses its writes: every certificate
+	// shows it.
+	var storeProblem string
+	if err := st.CheckWritable(ctx); err != nil {
+		storeProblem = "the state store refuses writes (no order is placed, issued certificates stay journaled): " + err.Error()
+	}
 	statuses := make([]CertificateStatus, 0, len(cfg.Certificates))
 	for _, c := range cfg.Certificates {
 		s := CertificateStatus{Name: c.Name, Domains: c.Domains, Resolver: c.Resolver, State: StateAbsent}
@@ -60,11 +68,14 @@ func Status(ctx context.Context, cfg *config.Config, st *store.Store, out output
 		}
 		s.Order = journaled[req.Key()]
 		rec, err := st.LoadCertificate(ctx, c.Name)
+		if err == nil {
+			err = unusableRecord(st, c.Name, rec)
+		}
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			rec = nil
 		case err != nil:
-			s.Problem = "record unreadable: " + err.Error()
+			s.Problem = joinProblems(storeProblem, "record unreadable: "+err.Error())
 			statuses = append(statuses, s)
 			continue
 		}
@@ -78,6 +89,7 @@ func Status(ctx context.Context, cfg *config.Config, st *store.Store, out output
 				s.Problem = "expired"
 			}
 		}
+		s.Problem = joinProblems(storeProblem, s.Problem)
 		statuses = append(statuses, s)
 	}
 	return statuses, nil
@@ -99,4 +111,9 @@ func servedBy(ctx context.Context, out output.Publisher, name string, rec *store
 		return false, "an output serves another certificate"
 	}
 	return true, ""
+}
+
+// joinProblems joins the non-empty problems with "; ".
+func joinProblems(problems ...string) string {
+	return strings.Join(slices.DeleteFunc(problems, func(p string) bool { return p == "" }), "; ")
 }

@@ -3,6 +3,7 @@ package fetcher
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,16 +77,24 @@ func (v *visit) run(ctx context.Context) result {
 		return result{next: next, err: errors.Join(pubErr, v.waiting(rec, now))}
 	}
 	res := v.locked(ctx, now)
+	if pubErr != nil && v.last != rec && v.last != nil && v.out.current(v.cert.Name, v.last.CertPEM) {
+		// The attempt published a new certificate: the old one's failure is moot.
+		pubErr = nil
+	}
 	res.err = errors.Join(pubErr, res.err)
 	return res
 }
 
 // load reads the certificate's record. The configuration is the truth for its name;
-// a missing record is an empty one; a record that cannot be decoded is moved aside
-// (quarantined) and counts as missing, so that a corrupt file costs one order, not the
-// certificate's renewals forever.
+// a missing record is an empty one; a record that cannot be decoded, or whose
+// certificate and key cannot be used, is moved aside (quarantined) and counts as
+// missing, so that a corrupt file costs one order, not the certificate's renewals
+// forever.
 func (v *visit) load(ctx context.Context) (*store.Certificate, error) {
 	rec, err := v.d.store.LoadCertificate(ctx, v.cert.Name)
+	if err == nil {
+		err = unusableRecord(v.d.store, v.cert.Name, rec)
+	}
 	var corrupt *store.CorruptError
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -121,7 +130,7 @@ func (v *visit) plan(rec *store.Certificate, now time.Time) (next time.Time, due
 	} else {
 		due = true
 	}
-	if v.memo.publishRetry(now) && v.memo.publishRetryAt.Before(next) {
+	if v.memo.publishRetry(now, nil) && v.memo.publishRetryAt.Before(next) {
 		next = v.memo.publishRetryAt
 	}
 	if due {
@@ -152,6 +161,9 @@ func (v *visit) onceWait(rec *store.Certificate, now time.Time) time.Duration {
 	wait := v.retryAt(rec).Sub(now)
 	if wait <= 0 || rec.Reason != reasonDeadline || v.memo.retryAt.After(rec.RetryAt) {
 		return 0
+	}
+	if usable(rec, v.cert) && now.Add(wait).Before(rec.RenewAt) {
+		return 0 // not due then either
 	}
 	if wait > v.cfg.EffectiveTimeout(v.cert) {
 		return 0
@@ -263,7 +275,7 @@ func (v *visit) adopt(ctx context.Context, rec *store.Certificate) *store.Certif
 	}
 	configured := v.d.configured()
 	for _, old := range all {
-		if configured[old.Name] || !usable(old, v.cert) {
+		if configured[old.Name] || !usable(old, v.cert) || unusableRecord(v.d.store, old.Name, old) != nil {
 			continue
 		}
 		adopted := *old
@@ -359,6 +371,11 @@ func (v *visit) attempt(ctx context.Context, rec *store.Certificate, now time.Ti
 	// refusing again.
 	rec.LastAttempt = now
 	if err := v.save(ctx, rec); err != nil {
+		return v.storeFailed(err, now)
+	}
+	// So must the order journal: an order that cannot be journaled is lost at once
+	// (the file backend; Redis and etcd refuse only when unreachable).
+	if err := v.d.store.CheckWritable(ctx); err != nil {
 		return v.storeFailed(err, now)
 	}
 	client, err := v.r.acmeClient(ctx)
@@ -540,14 +557,14 @@ func (v *visit) keepPublished(ctx context.Context, rec *store.Certificate) error
 	if v.out.current(v.cert.Name, rec.CertPEM) {
 		return nil
 	}
-	if v.memo.publishRetry(now) {
+	if v.memo.publishRetry(now, rec.CertPEM) {
 		return v.memo.publishErr
 	}
 	if err := v.out.publish(ctx, v.cert.Name, rec.CertPEM, rec.KeyPEM); err != nil {
 		err = &publishError{err}
 		v.memo.publishFailures++
 		v.memo.publishRetryAt = now.Add(backoff(v.memo.publishFailures))
-		v.memo.publishErr = err
+		v.memo.publishErr, v.memo.publishSum = err, sha256.Sum256(rec.CertPEM)
 		v.d.metrics.Failure(v.cert.Resolver, reasonPublish)
 		v.log.Error("cannot publish the certificate; renewal goes on", "failures", v.memo.publishFailures,
 			"retryAt", v.memo.publishRetryAt, "err", err)
@@ -575,6 +592,8 @@ type memo struct {
 	// journalClean: the journal was found to hold no order of the stored certificate
 	// (see leftoverOrder).
 	journalClean bool
+
+	publishSum [sha256.Size]byte // of the certificate that failed
 }
 
 func (m *memo) failedAt(retry time.Time, err error) { m.retryAt, m.lastErr = retry, err }
@@ -583,7 +602,11 @@ func (m *memo) succeeded() { m.storeFailures, m.retryAt, m.lastErr = 0, time.Tim
 
 func (m *memo) published() { m.publishFailures, m.publishRetryAt, m.publishErr = 0, time.Time{}, nil }
 
-// publishRetry reports whether a publication failed and its retry time has not come.
-func (m *memo) publishRetry(now time.Time) bool {
-	return m.publishErr != nil && now.Before(m.publishRetryAt)
+// publishRetry reports whether the publication of certPEM (nil: of any certificate)
+// failed and its retry time has not come. Another certificate (a renewal) is published
+// at once: the last failure may have been that certificate's own (output.ErrOlder), and
+// the back-off of an output that keeps refusing goes on growing anyway.
+func (m *memo) publishRetry(now time.Time, certPEM []byte) bool {
+	return m.publishErr != nil && now.Before(m.publishRetryAt) &&
+		(certPEM == nil || m.publishSum == sha256.Sum256(certPEM))
 }

@@ -152,6 +152,50 @@ func (s *Store) LockDirectory() (unlock func() error, err error) {
 	return f.Close, nil
 }
 
+// CheckWritable reports whether the store takes writes now: the daemon checks it before
+// it places an order (an order it could not journal would be lost), and `certfetch
+// status` shows it (the daemon cannot record in the store that the store refuses its
+// writes). On the file backend it creates, writes, syncs and removes a probe file in
+// certificates/ and orders/, so that an immutable directory, a read-only mount or a full
+// disk shows; permissions are those of the calling process. On Redis and etcd it
+// returns nil: they refuse writes only when they cannot be reached, which their reads
+// show too. Safe for concurrent use.
+func (s *Store) CheckWritable(ctx context.Context) error {
+	if s.dir == "" {
+		return nil
+	}
+	for _, dir := range []string{certificatesDir, ordersDir} {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := probeWrite(filepath.Join(s.dir, dir)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// probeWrite writes a file in dir and removes it. Its name starts with a dot, like the
+// temporary files of atomic writes: List never reports it as a record.
+func probeWrite(dir string) error {
+	f, err := os.CreateTemp(dir, ".writable-probe-*")
+	if err != nil {
+		return fmt.Errorf("write in %s: %w", dir, err)
+	}
+	defer os.Remove(f.Name()) //nolint:errcheck // best effort; a leftover is a hidden file
+	_, err = f.Write([]byte("certfetch checks that the store takes writes\n"))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", f.Name(), err)
+	}
+	return nil
+}
+
 // minLeaseTTL is the shortest TTL AcquireLease accepts: a lease is renewed
 // every TTL/3, and a third of 100 ms is about the least that still leaves
 // room for a round trip to a server on the same network.
