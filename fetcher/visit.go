@@ -491,13 +491,7 @@ func (v *visit) pending(ctx context.Context, rec *store.Certificate, pe *acme.Or
 	rec.LastError, rec.Reason, rec.RetryAt = pe.Error(), reasonDeadline, v.d.now().Add(wait)
 	v.log.Warn("deadline passed; the order stays alive at the CA and is resumed", "order", pe.OrderURL,
 		"status", pe.Status, "deadlines", rec.Deadlines, "resumeIn", wait)
-	res := result{next: rec.RetryAt, err: pe}
-	if err := v.save(ctx, rec); err != nil {
-		v.memo.failedAt(rec.RetryAt, err)
-		res.err = errors.Join(pe, &storeError{err})
-	}
-	v.d.emit(v.cert.Name, StepPending, pe)
-	return res
+	return v.recordOutcome(ctx, rec, StepPending, pe)
 }
 
 // failed records a failed attempt and schedules the next one: exponential back-off,
@@ -511,12 +505,19 @@ func (v *visit) failed(ctx context.Context, rec *store.Certificate, now time.Tim
 	rec.RetryAt = v.d.now().Add(max(backoff(rec.Failures), retryAfter(err)))
 	v.log.Error("certificate attempt failed; the certificate in service is kept", "reason", reason,
 		"failures", rec.Failures, "retryAt", rec.RetryAt, "err", err)
+	return v.recordOutcome(ctx, rec, StepFailed, err)
+}
+
+// recordOutcome saves rec with the outcome of an attempt that did not bring a
+// certificate, then reports step. A store that refuses the write leaves the retry time
+// in memory, so that the back-off holds anyway.
+func (v *visit) recordOutcome(ctx context.Context, rec *store.Certificate, step Step, err error) result {
 	res := result{next: rec.RetryAt, err: err}
 	if serr := v.save(ctx, rec); serr != nil {
 		v.memo.failedAt(rec.RetryAt, err)
 		res.err = errors.Join(err, &storeError{serr})
 	}
-	v.d.emit(v.cert.Name, StepFailed, err)
+	v.d.emit(v.cert.Name, step, err)
 	return res
 }
 
