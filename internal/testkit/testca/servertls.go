@@ -1,17 +1,12 @@
 package testca
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"time"
+
+	"github.com/certfetch/certfetch/internal/testkit/testpki"
 )
 
 // serverTLSValidity bounds the ACME server's TLS certificates: a test CA
@@ -19,71 +14,23 @@ import (
 // without making a leaked test root useful for long.
 const serverTLSValidity = 24 * time.Hour
 
-// serialBits is the size of random certificate serials (RFC 5280 allows up to
-// 20 octets; CA/B Forum asks for at least 64 bits of entropy).
-const serialBits = 128
-
-// newServerTLS creates a throwaway root CA and a server certificate it signs
-// for 127.0.0.1, ::1 and localhost. It returns the root as PEM and a TLS
-// configuration serving the server certificate.
+// newServerTLS creates a throwaway root CA (path length 0: no intermediate)
+// and a server certificate it signs for 127.0.0.1, ::1 and localhost (package
+// testpki). It returns the root as PEM and a TLS configuration serving the
+// server certificate, with the root in its chain.
 func newServerTLS() (rootPEM []byte, config *tls.Config, err error) {
-	notBefore := time.Now().Add(-time.Hour) // tolerate a client clock slightly behind
-	notAfter := notBefore.Add(serverTLSValidity)
-
-	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	root, err := testpki.NewRoot("certfetch testca ACME server root", 0, serverTLSValidity)
 	if err != nil {
-		return nil, nil, fmt.Errorf("generate test CA TLS root key: %w", err)
+		return nil, nil, fmt.Errorf("test CA TLS: %w", err)
 	}
-	rootTemplate := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "certfetch testca ACME server root"},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	rootDER, err := signCertificate(rootTemplate, rootTemplate, &rootKey.PublicKey, rootKey)
+	leaf, err := root.IssueServer("certfetch testca ACME server",
+		[]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback})
 	if err != nil {
-		return nil, nil, fmt.Errorf("sign test CA TLS root: %w", err)
+		return nil, nil, fmt.Errorf("test CA TLS: %w", err)
 	}
-	root, err := x509.ParseCertificate(rootDER)
-	if err != nil {
-		return nil, nil, fmt.Errorf("parse test CA TLS root: %w", err)
-	}
-
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate test CA TLS server key: %w", err)
-	}
-	leafTemplate := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "certfetch testca ACME server"},
-		NotBefore:   notBefore,
-		NotAfter:    notAfter,
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:    []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	leafDER, err := signCertificate(leafTemplate, root, &leafKey.PublicKey, rootKey)
-	if err != nil {
-		return nil, nil, fmt.Errorf("sign test CA TLS server certificate: %w", err)
-	}
-
-	rootPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER})
 	config = &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER, rootDER}, PrivateKey: leafKey}},
+		Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.DER(), root.DER()}, PrivateKey: leaf.Key}},
 		MinVersion:   tls.VersionTLS12,
 	}
-	return rootPEM, config, nil
-}
-
-// signCertificate gives template a random serial and signs it.
-func signCertificate(template, parent *x509.Certificate, pub *ecdsa.PublicKey, signer *ecdsa.PrivateKey) ([]byte, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), serialBits))
-	if err != nil {
-		return nil, fmt.Errorf("draw serial: %w", err)
-	}
-	template.SerialNumber = serial
-	return x509.CreateCertificate(rand.Reader, template, parent, pub, signer)
+	return root.CertPEM(), config, nil
 }

@@ -168,20 +168,18 @@ func (h *slowHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case AuthzPoll:
 		h.validations.wait(h.closing)
 		h.pebble.ServeHTTP(w, r)
-	case Finalize:
+	case Finalize, OrderPoll:
+		// The slow modes delay an order after finalize; Instant leaves both
+		// requests to Pebble.
 		h.validations.wait(h.closing)
-		if h.mode == Instant {
+		switch {
+		case h.mode == Instant:
 			h.pebble.ServeHTTP(w, r)
-			return
+		case kind == Finalize:
+			h.finalize(w, r, strings.TrimPrefix(path, finalizePath))
+		default:
+			h.pollOrder(w, r, strings.TrimPrefix(path, orderPath))
 		}
-		h.finalize(w, r, strings.TrimPrefix(path, finalizePath))
-	case OrderPoll:
-		h.validations.wait(h.closing)
-		if h.mode == Instant {
-			h.pebble.ServeHTTP(w, r)
-			return
-		}
-		h.pollOrder(w, r, strings.TrimPrefix(path, orderPath))
 	case CertDownload:
 		h.certificate(w, r)
 	default:

@@ -6,7 +6,7 @@
 // directory, to test what clients do while it is down and after it is back.
 // Every process is killed when the test ends (t.Cleanup) and, on Linux, when
 // the test binary dies (Pdeathsig). Readiness is polled (Redis PING, etcd
-// /health) with a deadline; nothing sleeps for a fixed time.
+// and step-ca /health) with a deadline; nothing sleeps for a fixed time.
 //
 // The redis-server and etcd binaries come from Debian's redis-server and
 // etcd-server packages; a missing binary fails the test with the package to
@@ -271,13 +271,23 @@ func redisCall(conn net.Conn, r *bufio.Reader, want string, args ...string) erro
 // etcdHealth asks etcd's /health endpoint, which answers {"health":"true"}
 // once the member has a leader and serves requests.
 func etcdHealth(url string) error {
+	return httpHealth(nil, url, `"health":"true"`)
+}
+
+// httpHealth is the readiness check of servers with an HTTP health
+// endpoint: one GET of base+"/health" through transport (nil:
+// http.DefaultTransport), within a second, succeeds when the server answers
+// 200 and the first 4 KiB of the body contain marker. Otherwise the error
+// says why (the request's error, or the status and that part of the body),
+// for Start to report when the server never becomes ready.
+func httpHealth(transport http.RoundTripper, base, marker string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/health", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/health", nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Transport: transport}).Do(req)
 	if err != nil {
 		return err
 	}
@@ -286,7 +296,7 @@ func etcdHealth(url string) error {
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"health":"true"`) {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), marker) {
 		return fmt.Errorf("/health answered %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	return nil
