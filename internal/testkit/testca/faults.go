@@ -27,6 +27,7 @@ import (
 type faults struct {
 	unavailable atomic.Bool
 	keepPending atomic.Bool // KeepFailedChallengesPending
+	refuseRevoc atomic.Bool // RefuseRevocations
 
 	mu                  sync.Mutex
 	rateLimited         int // newOrder requests still to refuse

@@ -12,8 +12,8 @@ import (
 // its payload and whatever the CA answers.
 type RequestKind int
 
-// The request kinds. otherRequest (directory, nonces, ARI, account updates,
-// revocation...) cannot be held.
+// The request kinds. otherRequest (directory, nonces, ARI, account updates...)
+// cannot be held.
 const (
 	otherRequest RequestKind = iota
 	// NewAccount is a POST to the newAccount URL.
@@ -32,6 +32,8 @@ const (
 	OrderPoll
 	// CertDownload is a POST to a certificate URL.
 	CertDownload
+	// Revocation is a POST to the revokeCert URL.
+	Revocation
 	numKinds // keep last
 )
 
@@ -54,6 +56,8 @@ func (k RequestKind) String() string {
 		return "orderPoll"
 	case CertDownload:
 		return "certDownload"
+	case Revocation:
+		return "revocation"
 	default:
 		return fmt.Sprintf("RequestKind(%d)", int(k))
 	}
@@ -80,6 +84,8 @@ func kindOf(r *http.Request) RequestKind {
 		return OrderPoll
 	case strings.HasPrefix(path, certPath):
 		return CertDownload
+	case path == revokeCertPath:
+		return Revocation
 	default:
 		return otherRequest
 	}

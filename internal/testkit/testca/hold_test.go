@@ -264,7 +264,7 @@ func TestCloseReleasesHolds(t *testing.T) {
 func TestHoldNextRejectsOtherKinds(t *testing.T) {
 	t.Parallel()
 	ca := startCA(t, testca.Options{AlwaysValid: true})
-	for _, kind := range []testca.RequestKind{0, testca.CertDownload + 1, -1} {
+	for _, kind := range []testca.RequestKind{0, testca.Revocation + 1, -1} {
 		assert.Panics(t, func() { ca.HoldNext(kind) }, "kind %d", int(kind))
 	}
 }

@@ -38,6 +38,7 @@ const (
 	challengePath   = "/chalZ/"
 	certPath        = "/certZ/"
 	renewalInfoPath = "/draft-ietf-acme-ari-03/renewalInfo/"
+	revokeCertPath  = "/revoke-cert"
 )
 
 // ACME problem types (RFC 8555 §6.7) the wrapper sends or recognises.
@@ -182,6 +183,8 @@ func (h *slowHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case CertDownload:
 		h.certificate(w, r)
+	case Revocation:
+		h.revoke(w, r)
 	default:
 		if strings.HasPrefix(path, renewalInfoPath) {
 			h.renewalInfo(w, r)

@@ -146,6 +146,7 @@ type Stats struct {
 	OrderPolls    int // POST to an order URL
 	AuthzPolls    int // POST to an authorization URL
 	CertDownloads int // POST to a certificate URL
+	Revocations   int // POST to revokeCert
 	Requests      int // every request
 }
 
@@ -447,6 +448,7 @@ func (s *counters) snapshot() Stats {
 		OrderPolls:    int(s.byKind[OrderPoll].Load()),
 		AuthzPolls:    int(s.byKind[AuthzPoll].Load()),
 		CertDownloads: int(s.byKind[CertDownload].Load()),
+		Revocations:   int(s.byKind[Revocation].Load()),
 		Requests:      int(s.requests.Load()),
 	}
 }
