@@ -5,15 +5,19 @@
 //	accounts/<resolver>-<ca>   ACME account key and URL
 //	orders/<request key>       the order journal (acme.Record)
 //	certificates/<name>        issued certificate, key and schedule
+//	requests/<name>            an operator's request (renew --force, revoke)
+//	revoked/<sha256>           a certificate revoked at the CA, never published again
 //
 // The file backend (Open) keeps them in a directory on the local file
 // system:
 //
 //	<dir>/                       0700
-//	  lock                       LockDirectory: held by `certfetch run` and `once`
+//	  lock                       LockDirectory: held by `certfetch run` and `once`; the holder's PID
 //	  accounts/<name>.json       0600
 //	  orders/<key>.json          0600
 //	  certificates/<name>.json   0600
+//	  requests/<name>.json       0600 an operator's request to the daemon (CreateRequest)
+//	  revoked/<sha256>.json      0600 certificates revoked at the CA (RecordRevocation)
 //
 // Every write is atomic (temp file, fsync, rename, fsync dir): a crash leaves
 // the old record or the new one. Records hold private keys; the files are
@@ -95,6 +99,8 @@ const (
 	accountsDir     = "accounts"
 	ordersDir       = "orders"
 	certificatesDir = "certificates"
+	requestsDir     = "requests"
+	revokedDir      = "revoked"
 	lockFile        = "lock"
 )
 
@@ -130,6 +136,9 @@ func (s *Store) Close() error { return s.b.Close() }
 // the returned function or when the process dies. It returns an error
 // wrapping ErrDirectoryLocked when another process holds it.
 //
+// The holder writes its PID into the lock file, so that `certfetch renew`
+// and `revoke` can ask a running daemon to do the work (DirectoryHolder).
+//
 // On the Redis and etcd backends LockDirectory does nothing and always
 // succeeds: instances are meant to share those stores and coordinate per
 // certificate with AcquireLease.
@@ -147,6 +156,10 @@ func (s *Store) LockDirectory() (unlock func() error, err error) {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("lock state directory %s: %w", path, ErrDirectoryLocked)
 		}
+		return nil, fmt.Errorf("lock state directory %s: %w", path, err)
+	}
+	if err := writeHolder(f); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("lock state directory %s: %w", path, err)
 	}
 	return f.Close, nil
@@ -399,6 +412,15 @@ type Certificate struct {
 	// RetryAt, when set, is the earliest next attempt (back-off, Retry-After
 	// or an order still processing at the CA).
 	RetryAt time.Time `json:"retryAt,omitzero"`
+	// Revoked lists the certificates of this name that were revoked at the CA
+	// (`certfetch revoke`), oldest first: none of them is ever published
+	// again, and a key revoked for keyCompromise is never published again in
+	// any certificate. Every record written after a revocation carries it on.
+	Revoked []Revocation `json:"revoked,omitempty"`
+	// LastRequest is the outcome of the last operator request (`certfetch
+	// renew --force`, `certfetch revoke`) carried out for this certificate;
+	// the command that asked reads it here.
+	LastRequest *RequestOutcome `json:"lastRequest,omitempty"`
 }
 
 // LoadCertificate returns the record of name, or an error wrapping
