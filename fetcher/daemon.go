@@ -68,6 +68,8 @@ type Daemon struct {
 	memos     map[string]*memo
 	views     map[string]view
 	onVisit   func()
+
+	reqs requestBook // operators' requests (renew.go)
 }
 
 // view is what Summary knows of a certificate: the outcome of its last visit.
@@ -218,15 +220,18 @@ func (d *Daemon) configured() map[string]bool {
 
 // Reload replaces the configuration (SIGHUP). Added certificates are visited at once,
 // removed ones withdrawn from the outputs (after any visit of theirs in flight), changed
-// ones visited again at once; a certificate whose configuration did not change keeps its
-// schedule and its order in flight. On error the old configuration stays in force.
+// ones visited again at once for a new order; a certificate whose configuration did not
+// change keeps its schedule and its order in flight, and is visited at once too, which
+// costs one record read: its stored certificate is published if this process does not
+// serve it yet (another instance on a shared store renewed or revoked it: `systemctl
+// reload` on every instance publishes the replacement at once). On error the old
+// configuration stays in force.
 func (d *Daemon) Reload(ctx context.Context, cfg *config.Config) error {
-	changed, err := d.apply(cfg)
-	if err != nil {
+	if _, err := d.apply(cfg); err != nil {
 		return err
 	}
 	d.sched.set(ctx, d.names())
-	d.sched.due(changed...)
+	d.sched.due(d.names()...)
 	d.sweep(ctx)
 	return nil
 }
@@ -255,6 +260,7 @@ func (d *Daemon) Run(ctx context.Context, onVisit func()) error {
 	d.onVisit = onVisit
 	d.mu.Unlock()
 	d.sched.set(ctx, d.names())
+	d.HandleRequests(ctx)
 	d.sweep(ctx)
 	go wait.Every(ctx, pruneInterval, func() { d.prune(ctx) })
 	d.sched.run(ctx)
@@ -269,6 +275,7 @@ func (d *Daemon) Run(ctx context.Context, onVisit func()) error {
 // attempt failed, a failure's back-off is still running, a publication failed, or an
 // order outlived its deadline (the next run resumes it).
 func (d *Daemon) Once(ctx context.Context) error {
+	d.HandleRequests(ctx)
 	names := d.names()
 	errs := make([]error, len(names))
 	var wg sync.WaitGroup
@@ -300,8 +307,24 @@ func (d *Daemon) visitScheduled(ctx context.Context, name string) time.Time {
 	return res.next
 }
 
-// visit visits the configured certificate name with the configuration in force now.
+// visit visits the configured certificate name with the configuration in force now,
+// carrying out the operator's request pending for it, if any.
 func (d *Daemon) visit(ctx context.Context, name string, once bool) result {
+	v := d.newVisit(name, once)
+	if v == nil {
+		// Removed meanwhile: the scheduler withdraws it after this visit.
+		return result{next: d.now().Add(maxIdle)}
+	}
+	v.force = d.reqs.get(name)
+	res := v.run(ctx)
+	d.record(name, v, res)
+	d.carried(ctx, v)
+	return res
+}
+
+// newVisit prepares a visit of the configured certificate name with the configuration
+// in force now; nil when name is not configured.
+func (d *Daemon) newVisit(name string, once bool) *visit {
 	d.mu.Lock()
 	cfg, cert, out := d.cfg, d.certs[name], d.out
 	var r *resolver
@@ -315,14 +338,10 @@ func (d *Daemon) visit(ctx context.Context, name string, once bool) result {
 	}
 	d.mu.Unlock()
 	if cert == nil {
-		// Removed meanwhile: the scheduler withdraws it after this visit.
-		return result{next: d.now().Add(maxIdle)}
+		return nil
 	}
-	v := &visit{d: d, cfg: cfg, cert: cert, r: r, out: out, memo: m, once: once,
+	return &visit{d: d, cfg: cfg, cert: cert, r: r, out: out, memo: m, once: once,
 		log: d.log.With("name", name, "resolver", cert.Resolver)}
-	res := v.run(ctx)
-	d.record(name, v, res)
-	return res
 }
 
 // record keeps the outcome of a visit for Summary.

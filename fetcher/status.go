@@ -31,8 +31,12 @@ type CertificateStatus struct {
 	// Order is the URL of the order journaled for the certificate, if any.
 	Order string `json:"order,omitempty"`
 	// Problem says why the certificate is not in order besides its last attempt: its
-	// record cannot be read, it is expired, an output does not serve it.
+	// record cannot be read, it is expired, it was revoked, an output does not serve it.
 	Problem string `json:"problem,omitempty"`
+	// Request is an operator's request waiting to be carried out (renew.go), and
+	// LastRequest the outcome of the last one carried out.
+	Request     *PendingRequest       `json:"request,omitempty"`
+	LastRequest *store.RequestOutcome `json:"lastRequest,omitempty"`
 }
 
 // Trouble reports whether the certificate needs an operator: expired, failing for any
@@ -82,6 +86,10 @@ func Status(ctx context.Context, cfg *config.Config, st *store.Store, out output
 		published, problem := servedBy(ctx, out, c.Name, rec)
 		s.State = deriveState(rec, c, s.Order != "", published, now)
 		s.Problem = problem
+		s.Request, s.LastRequest = requestStatus(ctx, st, c.Name, rec)
+		if revoked := revokedProblem(ctx, st, rec); revoked != "" {
+			s.Problem = revoked
+		}
 		if rec != nil {
 			s.NotAfter, s.RenewAt, s.RetryAt = rec.NotAfter, rec.RenewAt, rec.RetryAt
 			s.Failures, s.Reason, s.LastError = rec.Failures, rec.Reason, rec.LastError

@@ -41,6 +41,13 @@ type visit struct {
 	once bool
 	// last is the record as last read or written, for the daemon's summary.
 	last *store.Certificate
+	// force is an operator's request to carry out (renew.go), nil for a scheduled visit;
+	// forceDone reports that its outcome is recorded, forceErr its failure.
+	force     *store.Request
+	forceDone bool
+	forceErr  error
+	// held is set when another instance held the certificate's lease.
+	held *store.LeaseHeldError
 }
 
 // result is what a visit tells its caller.
@@ -73,7 +80,7 @@ func (v *visit) run(ctx context.Context) result {
 			next, due, ariDue = v.plan(rec, now)
 		}
 	}
-	if !due && !ariDue && v.leftoverOrder(ctx, rec) == "" {
+	if !due && !ariDue && v.force == nil && v.leftoverOrder(ctx, rec) == "" {
 		return result{next: next, err: errors.Join(pubErr, v.waiting(rec, now))}
 	}
 	res := v.locked(ctx, now)
@@ -110,15 +117,16 @@ func (v *visit) load(ctx context.Context) (*store.Certificate, error) {
 		return nil, err
 	}
 	rec.Name = v.cert.Name
+	v.noteRevocation(ctx, rec)
 	v.last = rec
 	return rec, nil
 }
 
 // plan says when the certificate is due next, whether an order is due now (none usable
-// stored, or renewal time reached, and no back-off in force) and whether the CA's renewal
-// information is due.
+// stored, or renewal time reached, or it must be replaced: revoked, or an operator asked;
+// and no back-off in force) and whether the CA's renewal information is due.
 func (v *visit) plan(rec *store.Certificate, now time.Time) (next time.Time, due, ariDue bool) {
-	if usable(rec, v.cert) {
+	if usable(rec, v.cert) && !mustReplace(rec) {
 		next = rec.RenewAt
 		if v.cfg.Renewal.ARI {
 			ariDue = !now.Before(rec.ARINextCheck)
@@ -197,6 +205,7 @@ func (v *visit) locked(ctx context.Context, now time.Time) result {
 	lease, err := v.d.store.AcquireLease(ctx, "certificates/"+v.cert.Name, v.d.lockTTL)
 	var held *store.LeaseHeldError
 	if errors.As(err, &held) {
+		v.held = held
 		v.log.Debug("another instance works on the certificate", "holder", held.Holder, "expires", held.Expires)
 		return result{next: leaseRetry(held, now, v.d.lockTTL)}
 	}
@@ -246,6 +255,9 @@ func (v *visit) underLease(ctx context.Context, now time.Time) (res result) {
 	}
 	if key := v.leftoverOrder(ctx, rec); key != "" {
 		v.forgetLeftover(ctx, key)
+	}
+	if v.force != nil {
+		return v.forced(ctx, rec, now)
 	}
 	next, due, ariDue := v.plan(rec, now)
 	if ariDue {
@@ -453,8 +465,10 @@ func (v *visit) obtain(ctx context.Context, client *acme.Client, req acme.Reques
 	octx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	got, err := client.Obtain(octx, req)
-	if err == nil && bytes.Equal(got.ChainPEM, rec.CertPEM) {
-		v.log.Info("the journal still held the certificate in service; forgetting that order", "order", got.OrderURL)
+	if err == nil && (bytes.Equal(got.ChainPEM, rec.CertPEM) || revocationOf(rec, got.ChainPEM) != nil) {
+		// A revoked certificate (an order journaled before the revocation) is never
+		// collected into service either.
+		v.log.Info("the journal still held the certificate in service or a revoked one; forgetting that order", "order", got.OrderURL)
 		if err = client.Collected(ctx, got); err == nil {
 			got, err = client.Obtain(octx, req)
 		}
@@ -478,6 +492,8 @@ func (v *visit) issued(rec *store.Certificate, got *acme.Certificate) *store.Cer
 		ARINextCheck: time.Time{}, // ask the CA at the next visit
 		LastSuccess:  now,
 		LastAttempt:  rec.LastAttempt,
+		Revoked:      rec.Revoked,
+		LastRequest:  rec.LastRequest,
 	}
 }
 
@@ -555,7 +571,7 @@ func (v *visit) keepPublished(ctx context.Context, rec *store.Certificate) error
 		v.d.metrics.SetLastSuccess(v.cert.Name, rec.LastSuccess)
 	}
 	now := v.d.now()
-	if v.out.current(v.cert.Name, rec.CertPEM) {
+	if v.out.current(v.cert.Name, rec.CertPEM) || v.refuseRevoked(rec) {
 		return nil
 	}
 	if v.memo.publishRetry(now, rec.CertPEM) {

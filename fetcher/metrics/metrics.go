@@ -58,6 +58,7 @@ type Metrics struct {
 	inFlight    *prometheus.GaugeVec
 	timeout     *prometheus.GaugeVec
 	phases      *prometheus.HistogramVec
+	requests    *prometheus.CounterVec
 }
 
 // New returns Metrics registered on a new private registry, along with the
@@ -113,6 +114,7 @@ func New() *Metrics {
 			Help:      "Time spent in one phase of an order attempt (new_order, authorization, finalize, download), by resolver and phase.",
 			Buckets:   phaseBuckets,
 		}, []string{"resolver", "phase"}),
+		requests: newRequests(),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -126,6 +128,7 @@ func New() *Metrics {
 		m.inFlight,
 		m.timeout,
 		m.phases,
+		m.requests,
 		newBuildInfo(buildinfo.Read()),
 	)
 	return m
