@@ -50,6 +50,11 @@ Usage:
   certfetch check      [--config FILE]   validate the configuration
   certfetch status     [--config FILE] [--json]
                                          show every certificate's state (non-zero if any needs attention)
+  certfetch renew      --force NAME [--config FILE] [--wait D]
+                                         renew one certificate now, whatever its schedule
+  certfetch revoke     NAME --reason R [--config FILE] [--wait D]
+                                         revoke the certificate in service at the CA, then renew it
+                                         (R: ` + reasonList + `)
   certfetch thumbprint [--config FILE] [--new-key] [RESOLVER]
                                          print the account key thumbprint for the plugin
   certfetch probe      [--config FILE] [--resolver NAME] [--count N] [--names a,b] [--timeout D] [--json]
@@ -77,6 +82,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"once":       cmdOnce,
 		"check":      cmdCheck,
 		"status":     cmdStatus,
+		"renew":      cmdRenew,
+		"revoke":     cmdRevoke,
 		"thumbprint": cmdThumbprint,
 		"probe":      cmdProbe,
 		"demo":       cmdDemo,
@@ -258,6 +265,11 @@ func (s *daemonSetup) close() {
 }
 
 func cmdRun(args []string, _, stderr io.Writer) int {
+	// Caught before the state directory is locked: from then on a renew command may
+	// send SIGHUP (renew.go), which must reload, not kill.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	ctx, s, code := startDaemon("run [--config FILE]", args, true, stderr)
 	if s == nil {
 		return code
@@ -272,9 +284,6 @@ func cmdRun(args []string, _, stderr io.Writer) int {
 		s.log.Info("serving metrics", "addr", addr.String())
 	}
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go reloadOnSignal(ctx, hup, s)
 	go watchdog(ctx, s.log)
 
@@ -310,6 +319,8 @@ func reloadOnSignal(ctx context.Context, hup <-chan os.Signal, s *daemonSetup) {
 			s.logging.apply(cfg.Log)
 			s.log.Info("configuration reloaded", "config", s.path, "certificates", len(cfg.Certificates))
 		}
+		// `certfetch renew` and `revoke` send SIGHUP after leaving a request (renew.go).
+		s.daemon.HandleRequests(ctx)
 		notify(s.log, daemon.SdNotifyReady)
 	}
 }
@@ -332,6 +343,9 @@ func notify(log *slog.Logger, state string) {
 }
 
 func cmdOnce(args []string, _, stderr io.Writer) int {
+	// once picks requests up at its start; a renew command that finds it holding the
+	// state directory sends SIGHUP, which must not kill it (renew.go).
+	signal.Ignore(syscall.SIGHUP)
 	ctx, s, code := startDaemon("once [--config FILE]", args, false, stderr)
 	if s == nil {
 		return code
@@ -428,6 +442,9 @@ func problemCell(s fetcher.CertificateStatus) string {
 	}
 	if s.LastError != "" {
 		parts = append(parts, fmt.Sprintf("%s (%d): %s", s.Reason, s.Failures, s.LastError))
+	}
+	if s.Request != nil {
+		parts = append(parts, s.Request.String())
 	}
 	if len(parts) == 0 {
 		return "-"
