@@ -65,7 +65,7 @@ func unusableRecord(st *store.Store, name string, rec *store.Certificate) error 
 	}
 	if _, err := tls.X509KeyPair(rec.CertPEM, rec.KeyPEM); err != nil {
 		raw, _ := json.MarshalIndent(rec, "", "  ") // as the store wrote it, for Quarantine
-		return &store.CorruptError{Key: "certificates/" + name, Store: st.String(), Raw: raw,
+		return &store.CorruptError{Key: "certificates/" + name, Where: st.Locate("certificates/" + name), Raw: raw,
 			Err: fmt.Errorf("its certificate and key cannot be used: %w", err)}
 	}
 	return nil

@@ -35,6 +35,9 @@ type backend interface {
 	Close() error
 	// String names the backend and location, without credentials.
 	String() string
+	// Locate names where key is kept, for messages: a file's path, or the
+	// key on its server.
+	Locate(key string) string
 }
 
 // LeaseHeldError is the error AcquireLease returns when another holder has
@@ -159,6 +162,9 @@ func (r *remote) Close() error { return r.client.Close() }
 func (r *remote) fail(op, key string, err error) error {
 	return fmt.Errorf("%s %s %s: %w", r.kind, op, r.subject(key), err)
 }
+
+// Locate implements backend.
+func (r *remote) Locate(key string) string { return r.subject(key) }
 
 // subject names key (relative to the prefix) on the server in errors; the
 // server alone without a key.

@@ -44,6 +44,9 @@ func openFile(dir string) (*fileBackend, error) {
 
 func (f *fileBackend) String() string { return "file:" + f.dir }
 
+// Locate implements backend: the record's file.
+func (f *fileBackend) Locate(key string) string { return f.path(key) }
+
 func (f *fileBackend) Close() error { return nil }
 
 func (f *fileBackend) path(key string) string {

@@ -250,7 +250,7 @@ func (s *Store) read(ctx context.Context, dir, name string, v any) error {
 		return err
 	}
 	if err := json.Unmarshal(data, v); err != nil {
-		return &CorruptError{Key: key, Store: s.b.String(), Raw: data, Err: err}
+		return &CorruptError{Key: key, Where: s.b.Locate(key), Raw: data, Err: err}
 	}
 	return nil
 }
@@ -261,15 +261,19 @@ func (s *Store) read(ctx context.Context, dir, name string, v any) error {
 type CorruptError struct {
 	// Key is the record's key, such as "certificates/www.example.com".
 	Key string
-	// Store names the backend and where it keeps the record.
-	Store string
+	// Where names the record's place: its file, or the key on its server.
+	Where string
 	Raw   []byte
 	Err   error
 }
 
 func (e *CorruptError) Error() string {
-	return fmt.Sprintf("decode %s on %s: %v", e.Key, e.Store, e.Err)
+	return fmt.Sprintf("decode %s: %v", e.Where, e.Err)
 }
+
+// Locate names where key ("certificates/<name>") is kept, for messages: a file's path,
+// or the key on its server.
+func (s *Store) Locate(key string) string { return s.b.Locate(key) }
 
 func (e *CorruptError) Unwrap() error { return e.Err }
 
