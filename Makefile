@@ -4,13 +4,19 @@ GO       ?= go
 YAEGI    := $(GO) run github.com/traefik/yaegi/cmd/yaegi@v0.16.1
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
-.PHONY: test test-deps test-go test-yaegi test-plugin-loader test-package test-e2e lint bench fuzz
+.PHONY: test test-deps test-binaries test-go test-yaegi test-plugin-loader test-package test-e2e lint bench fuzz
 
 ## test: every test: the module, the plugin under `yaegi test`, and the nested
 ## module that loads the plugin the way Traefik and the plugin catalog do,
 ## and the end-to-end suite against a real Traefik (test-e2e). test-deps
 ## comes first. On a machine without make, run scripts/test.
-test: test-deps lint test-go test-yaegi test-plugin-loader test-package test-e2e
+test: test-deps lint test-binaries test-go test-yaegi test-plugin-loader test-package test-e2e
+
+## test-binaries: builds the step-ca and Traefik binaries the tests run, both
+## at once: on a fresh machine most of each build is waiting on the module
+## proxy, which the other build's compiling overlaps.
+test-binaries:
+	@$(MAKE) --no-print-directory -j2 $(STEPCA_BIN) $(TRAEFIK_BIN)
 
 ## test-deps: installs the Debian packages the tests need when they are
 ## missing, or prints the command that does and fails (scripts/test-deps;
