@@ -68,7 +68,8 @@ func TestLoadExample(t *testing.T) {
 	assert.Equal(t, []string{filepath.Join(testdata, "internal-root.pem")}, internal.CACertificates)
 	assert.False(t, internal.CASystemCertPool)
 	assert.Equal(t, config.HTTPChallenge{Webroot: "/var/lib/certfetch-webroot"}, internal.HTTPChallenge)
-	assert.Equal(t, 5*time.Minute, internal.HTTP.ResponseHeaderTimeout)
+	assert.Equal(t, time.Minute, internal.HTTP.ResponseHeaderTimeout)
+	assert.Equal(t, 5.0, internal.RequestsPerSecond)
 
 	le := cfg.Resolvers["letsencrypt"]
 	require.NotNil(t, le)
