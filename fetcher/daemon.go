@@ -97,26 +97,24 @@ func New(cfg *config.Config, st *store.Store, opts Options) (*Daemon, error) {
 	}
 	d.responders = newResponders(d.log)
 	d.sched = newScheduler(d.now, d.visitScheduled, d.withdraw)
-	if _, err := d.apply(cfg); err != nil {
+	if err := d.apply(cfg); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-// apply installs cfg and returns the names of the certificates whose configuration
-// changed (or whose resolver or outputs were rebuilt): they are due at once. Resolvers
-// and outputs whose settings did not change are kept, with their ACME clients and what
-// they published.
-func (d *Daemon) apply(cfg *config.Config) ([]string, error) {
+// apply installs cfg. Resolvers and outputs whose settings did not change are kept, with
+// their ACME clients and what they published.
+func (d *Daemon) apply(cfg *config.Config) error {
 	d.mu.Lock()
-	oldCfg, oldOut, oldResolvers := d.cfg, d.out, d.resolvers
+	oldOut, oldResolvers := d.out, d.resolvers
 	d.mu.Unlock()
 
 	out := oldOut
 	if out == nil || !out.same(cfg.Output) {
 		pub, err := OpenOutput(cfg.Output, d.log)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		out = newOutputs(cfg.Output, pub)
 	}
@@ -136,23 +134,14 @@ func (d *Daemon) apply(cfg *config.Config) ([]string, error) {
 			if out != oldOut {
 				_ = out.Close()
 			}
-			return nil, err
+			return err
 		}
 		resolvers[name] = r
 	}
 
 	certs := map[string]*config.Certificate{}
-	var changed []string
 	for _, c := range cfg.Certificates {
 		certs[c.Name] = c
-		var before *config.Certificate
-		if oldCfg != nil {
-			before = certificateNamed(oldCfg, c.Name)
-		}
-		if out != oldOut || resolvers[c.Resolver] != oldResolvers[c.Resolver] ||
-			before == nil || !sameCertificate(oldCfg, before, cfg, c) {
-			changed = append(changed, c.Name)
-		}
 	}
 
 	d.mu.Lock()
@@ -178,22 +167,16 @@ func (d *Daemon) apply(cfg *config.Config) ([]string, error) {
 		d.metrics.InitResolver(name, reasons, phases)
 		d.metrics.SetOrderTimeout(name, cmp.Or(rc.Timeout, cfg.Timeout))
 	}
-	return changed, nil
+	return nil
 }
 
+// certificateNamed returns the certificate cfg configures under name, nil when none.
 func certificateNamed(cfg *config.Config, name string) *config.Certificate {
 	i := slices.IndexFunc(cfg.Certificates, func(c *config.Certificate) bool { return c.Name == name })
 	if i < 0 {
 		return nil
 	}
 	return cfg.Certificates[i]
-}
-
-// sameCertificate reports whether a certificate's configuration is unchanged, its
-// effective deadline included.
-func sameCertificate(oldCfg *config.Config, a *config.Certificate, newCfg *config.Config, b *config.Certificate) bool {
-	return slices.Equal(a.Domains, b.Domains) && a.Resolver == b.Resolver && a.KeyType == b.KeyType &&
-		oldCfg.EffectiveTimeout(a) == newCfg.EffectiveTimeout(b) && oldCfg.Renewal == newCfg.Renewal
 }
 
 // names returns the configured certificate names, in configuration order.
@@ -227,7 +210,7 @@ func (d *Daemon) configured() map[string]bool {
 // reload` on every instance publishes the replacement at once). On error the old
 // configuration stays in force.
 func (d *Daemon) Reload(ctx context.Context, cfg *config.Config) error {
-	if _, err := d.apply(cfg); err != nil {
+	if err := d.apply(cfg); err != nil {
 		return err
 	}
 	d.sched.set(ctx, d.names())
