@@ -52,14 +52,7 @@ func TestValidationErrorsKeptPending(t *testing.T) {
 	t.Run("failing every time", func(t *testing.T) {
 		t.Parallel()
 
-		s := newSetup(t, testca.Options{})
-		s.ca.KeepFailedChallengesPending(true)
-
-		cfg := s.config(t)
-		solver := &switchSolver{next: s.responder}
-		solver.muted.Store(true)
-		cfg.Solver = solver
-		c := s.client(t, cfg)
+		s, cfg, _, c := keptPendingSetup(t)
 		req := acme.Request{Names: []string{"unreachable.example.com"}, Profile: testca.DefaultProfile}
 
 		_, took, err := obtain(t, c, req, time.Minute)
@@ -83,14 +76,7 @@ func TestValidationErrorsKeptPending(t *testing.T) {
 	t.Run("fixed before the retry", func(t *testing.T) {
 		t.Parallel()
 
-		s := newSetup(t, testca.Options{})
-		s.ca.KeepFailedChallengesPending(true)
-
-		cfg := s.config(t)
-		solver := &switchSolver{next: s.responder}
-		solver.muted.Store(true)
-		cfg.Solver = solver
-		c := s.client(t, cfg)
+		s, _, solver, c := keptPendingSetup(t)
 
 		first := s.ca.HoldNext(testca.Challenge)
 		retry := s.ca.HoldNext(testca.Challenge)
@@ -114,6 +100,22 @@ func TestValidationErrorsKeptPending(t *testing.T) {
 		requireCert(t, cert, req.Names...)
 		assert.Equal(t, 1, s.ca.Stats().NewOrders)
 	})
+}
+
+// keptPendingSetup is a CA that keeps failed challenges pending (as step-ca does) and a
+// client whose challenges are not published until the solver is unmuted.
+func keptPendingSetup(t *testing.T) (setup, acme.Config, *switchSolver, *acme.Client) {
+	t.Helper()
+
+	s := newSetup(t, testca.Options{})
+	s.ca.KeepFailedChallengesPending(true)
+
+	cfg := s.config(t)
+	solver := &switchSolver{next: s.responder}
+	solver.muted.Store(true)
+	cfg.Solver = solver
+
+	return s, cfg, solver, s.client(t, cfg)
 }
 
 // TestForgottenAccountIsRegisteredAgain: a CA that no longer knows the account answers

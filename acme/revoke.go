@@ -148,6 +148,17 @@ func (c *Client) revokeOnce(ctx context.Context, leaf *x509.Certificate, reason 
 // show it.
 func SerialHex(cert *x509.Certificate) string { return cert.SerialNumber.Text(16) }
 
+// ParseLeaf parses the first certificate of the PEM chain certPEM (the leaf, as the
+// engine and the stores keep chains).
+func ParseLeaf(certPEM []byte) (*x509.Certificate, error) {
+	leaf, err := certcrypto.ParsePEMCertificate(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("acme: parse certificate: %w", err)
+	}
+
+	return leaf, nil
+}
+
 // Fingerprint is the lower-case hex SHA-256 of the DER of the first certificate in
 // certPEM: what identifies one certificate (a renewal has another one, even for the same
 // key and names).

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -417,8 +416,7 @@ func (d *Daemon) Summary() Summary {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := Summary{Certificates: len(d.certs)}
-	for _, name := range slices.Sorted(maps.Keys(d.views)) {
-		vw := d.views[name]
+	for _, vw := range d.views {
 		if vw.state == StatePublished {
 			s.Published++
 		}

@@ -4,9 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -462,7 +460,7 @@ func (v *visit) revoke(ctx context.Context, rec *store.Certificate, now time.Tim
 
 // newRevocation describes req's target, revoked at now.
 func newRevocation(req *store.Request, now time.Time) (store.Revocation, error) {
-	leaf, err := parseLeaf(req.CertificatePEM)
+	leaf, err := acme.ParseLeaf(req.CertificatePEM)
 	if err != nil {
 		return store.Revocation{}, err
 	}
@@ -548,19 +546,6 @@ func (v *visit) refuseRevoked(rec *store.Certificate) bool {
 	v.log.Warn("the stored certificate is revoked: not published; it is replaced", "serial", entry.Serial,
 		"reason", entry.Reason.String())
 	return true
-}
-
-// parseLeaf parses the first certificate in certPEM.
-func parseLeaf(certPEM []byte) (*x509.Certificate, error) {
-	block, _ := pem.Decode(certPEM)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, errors.New("parse certificate: no PEM certificate")
-	}
-	leaf, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse certificate: %w", err)
-	}
-	return leaf, nil
 }
 
 // PendingRequest is an operator's request waiting in the store, as `status` shows it.

@@ -605,12 +605,11 @@ type memo struct {
 	publishFailures int
 	publishRetryAt  time.Time
 	publishErr      error
+	publishSum      [sha256.Size]byte // of the certificate that failed
 
 	// journalClean: the journal was found to hold no order of the stored certificate
 	// (see leftoverOrder).
 	journalClean bool
-
-	publishSum [sha256.Size]byte // of the certificate that failed
 }
 
 func (m *memo) failedAt(retry time.Time, err error) { m.retryAt, m.lastErr = retry, err }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/certfetch/certfetch/fetcher/config"
 )
@@ -103,35 +102,4 @@ func (s *switchHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (s *switchHandler) WithGroup(name string) slog.Handler {
 	return s.with(func(h slog.Handler) slog.Handler { return h.WithGroup(name) })
-}
-
-// statusInterval bounds how often the daemon's STATUS line is sent to systemd: at start
-// thousands of visits may end within a second.
-const statusInterval = time.Second
-
-// statusNotifier returns the daemon's onVisit: it sends sd_notify STATUS with the
-// daemon's summary at most every statusInterval, and once more when visits stop coming.
-func statusNotifier(ctx context.Context, s *daemonSetup) func() {
-	visited := make(chan struct{}, 1)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-visited:
-			}
-			notify(s.log, "STATUS="+s.daemon.Summary().String())
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(statusInterval):
-			}
-		}
-	}()
-	return func() {
-		select {
-		case visited <- struct{}{}:
-		default:
-		}
-	}
 }

@@ -335,6 +335,37 @@ func watchdog(ctx context.Context, log *slog.Logger) {
 	wait.Every(ctx, interval/2, func() { notify(log, daemon.SdNotifyWatchdog) })
 }
 
+// statusInterval bounds how often the daemon's STATUS line is sent to systemd: at start
+// thousands of visits may end within a second.
+const statusInterval = time.Second
+
+// statusNotifier returns the daemon's onVisit: it sends sd_notify STATUS with the
+// daemon's summary at most every statusInterval, and once more when visits stop coming.
+func statusNotifier(ctx context.Context, s *daemonSetup) func() {
+	visited := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-visited:
+			}
+			notify(s.log, "STATUS="+s.daemon.Summary().String())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(statusInterval):
+			}
+		}
+	}()
+	return func() {
+		select {
+		case visited <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // notify sends state to systemd; outside systemd it does nothing.
 func notify(log *slog.Logger, state string) {
 	if _, err := daemon.SdNotify(false, state); err != nil {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -213,7 +211,7 @@ func defaultRequestWait(cfg *config.Config, name string) time.Duration {
 func (r *requester) announce() {
 	req := r.req
 	serial := "none issued yet"
-	if leaf, err := parsePEMLeaf(req.CertificatePEM); err == nil {
+	if leaf, err := acme.ParseLeaf(req.CertificatePEM); err == nil {
 		serial = "serial " + acme.SerialHex(leaf)
 	}
 	switch req.Action {
@@ -371,21 +369,12 @@ func (r *requester) printDone(rec *store.Certificate) {
 			}
 		}
 	}
-	leaf, err := parsePEMLeaf(rec.CertPEM)
+	leaf, err := acme.ParseLeaf(rec.CertPEM)
 	if err != nil {
 		fmt.Fprintf(r.stdout, "%s: renewed\n", req.Name)
 		return
 	}
 	fmt.Fprintf(r.stdout, "%s: renewed: serial %s, valid until %s\n", req.Name, acme.SerialHex(leaf), leaf.NotAfter.UTC().Format(time.RFC3339))
-}
-
-// parsePEMLeaf parses the first certificate of a PEM chain.
-func parsePEMLeaf(chain []byte) (*x509.Certificate, error) {
-	block, _ := pem.Decode(chain)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, errors.New("no PEM certificate")
-	}
-	return x509.ParseCertificate(block.Bytes)
 }
 
 // checkStateOwner refuses root on a state directory that belongs to another user (the
