@@ -27,6 +27,17 @@ type Certificate struct {
 	Timeout time.Duration
 }
 
+// DerivedName is the name of a certificate whose first domain is domain and that has no
+// name of its own: the domain, with a wildcard's "*." spelled "wildcard." (a "*" is not
+// safe in file names). Certificates from the file, from Traefik's routers and from an
+// imported acme.json all take this name, so that the same domains meet under one name.
+func DerivedName(domain string) string {
+	if rest, ok := strings.CutPrefix(domain, "*."); ok {
+		return "wildcard." + rest
+	}
+	return domain
+}
+
 // validName is a file-name-safe name: lower case so that names unique here
 // stay unique on case-insensitive file systems, and no leading dot or hyphen
 // so the files are neither hidden nor mistaken for options.
@@ -92,10 +103,10 @@ func (d *decoder) certificate(n *yaml.Node, path string, resolvers map[string]*R
 			c.Name = s
 		}
 	} else if len(c.Domains) > 0 {
-		if len(c.Domains[0]) > maxNameLength {
+		if derived := DerivedName(c.Domains[0]); len(derived) > maxNameLength {
 			d.fail(n, join(path, "name"), "the name derived from %s is longer than %d characters; set name", c.Domains[0], maxNameLength)
 		} else {
-			c.Name = c.Domains[0]
+			c.Name = derived
 		}
 	}
 	return c
