@@ -80,17 +80,11 @@ func (d *decoder) certificate(n *yaml.Node, path string, resolvers map[string]*R
 	if !ok {
 		return c
 	}
+	c.Resolver = d.certificateResolver(m, resolvers)
 	if f := m.require(d, "domains"); f != nil {
 		c.Domains = d.domains(f)
-		for i, domain := range c.Domains {
-			if strings.HasPrefix(domain, "*.") {
-				// RFC 8555 §8.3: HTTP-01 cannot validate a wildcard, and
-				// every resolver answers HTTP-01; the CA would refuse the order.
-				d.fail(f.value, index(f.path, i), "wildcard %s needs the DNS-01 challenge; certfetch answers HTTP-01 only", domain)
-			}
-		}
+		d.wildcards(f, c.Domains, resolvers[c.Resolver])
 	}
-	c.Resolver = d.certificateResolver(m, resolvers)
 	if f := m.get("keyType"); f != nil {
 		s, _ := d.oneOf(f.value, f.path, keyTypes...)
 		c.KeyType = KeyType(s)
@@ -110,6 +104,20 @@ func (d *decoder) certificate(n *yaml.Node, path string, resolvers map[string]*R
 		}
 	}
 	return c
+}
+
+// wildcards reports the wildcard domains that resolver r cannot validate: RFC 8555 §8.3
+// and §7.1.3, a CA validates a wildcard over DNS-01 only, so an HTTP-01 resolver's order
+// would be refused. A nil r (unknown resolver, already reported) is not checked.
+func (d *decoder) wildcards(f *field, domains []string, r *Resolver) {
+	if r == nil || r.DNSChallenge != nil {
+		return
+	}
+	for i, domain := range domains {
+		if strings.HasPrefix(domain, "*.") {
+			d.fail(f.value, index(f.path, i), "wildcard %s needs the DNS-01 challenge, but resolver %s answers HTTP-01 (give it a dnsChallenge)", domain, r.Name)
+		}
+	}
 }
 
 // certificateResolver returns the resolver a certificate names, or the only

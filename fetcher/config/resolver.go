@@ -75,8 +75,12 @@ type Resolver struct {
 	// no limit.
 	RequestsPerSecond float64
 	HTTP              HTTPTimeouts
-	// HTTPChallenge says how the HTTP-01 challenge is answered.
+	// HTTPChallenge says how the HTTP-01 challenge is answered; the zero value when
+	// DNSChallenge is set.
 	HTTPChallenge HTTPChallenge
+	// DNSChallenge is nil unless the resolver answers DNS-01 (Traefik's dnsChallenge);
+	// a resolver answers exactly one of the two.
+	DNSChallenge *DNSChallenge
 }
 
 // EAB is an external account binding (RFC 8555 §7.3.4).
@@ -134,7 +138,7 @@ func (d *decoder) resolver(f *field) *Resolver {
 		},
 	}
 	m, ok := d.mapping(f.value, f.path, "caServer", "email", "eab", "keyType", "caCertificates",
-		"caSystemCertPool", "profile", "preferredChain", "timeout", "maxConcurrentOrders", "requestsPerSecond", "http", "httpChallenge")
+		"caSystemCertPool", "profile", "preferredChain", "timeout", "maxConcurrentOrders", "requestsPerSecond", "http", "httpChallenge", "dnsChallenge")
 	if !ok {
 		return r
 	}
@@ -170,9 +174,17 @@ func (d *decoder) resolver(f *field) *Resolver {
 	if h := m.get("http"); h != nil {
 		d.httpTimeouts(h, &r.HTTP)
 	}
-	if h := m.require(d, "httpChallenge"); h != nil {
+	h, dns := m.get("httpChallenge"), m.get("dnsChallenge")
+	var set []string
+	if h != nil {
 		r.HTTPChallenge = d.httpChallenge(h)
+		set = append(set, "httpChallenge")
 	}
+	if dns != nil {
+		r.DNSChallenge = d.dnsChallenge(dns)
+		set = append(set, "dnsChallenge")
+	}
+	d.exactlyOne(f, set, "httpChallenge", "dnsChallenge")
 	return r
 }
 
