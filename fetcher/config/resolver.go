@@ -77,6 +77,9 @@ type Resolver struct {
 	HTTP              HTTPTimeouts
 	// HTTPChallenge says how the HTTP-01 challenge is answered.
 	HTTPChallenge HTTPChallenge
+	// Routers says which of Traefik's routers the resolver serves when the traefik
+	// section is set.
+	Routers Routers
 }
 
 // EAB is an external account binding (RFC 8555 §7.3.4).
@@ -134,7 +137,7 @@ func (d *decoder) resolver(f *field) *Resolver {
 		},
 	}
 	m, ok := d.mapping(f.value, f.path, "caServer", "email", "eab", "keyType", "caCertificates",
-		"caSystemCertPool", "profile", "preferredChain", "timeout", "maxConcurrentOrders", "requestsPerSecond", "http", "httpChallenge")
+		"caSystemCertPool", "profile", "preferredChain", "timeout", "maxConcurrentOrders", "requestsPerSecond", "http", "httpChallenge", "routers")
 	if !ok {
 		return r
 	}
@@ -172,6 +175,10 @@ func (d *decoder) resolver(f *field) *Resolver {
 	}
 	if h := m.require(d, "httpChallenge"); h != nil {
 		r.HTTPChallenge = d.httpChallenge(h)
+	}
+	r.Routers = Routers{CertResolver: r.Name}
+	if rt := m.get("routers"); rt != nil {
+		r.Routers = d.routers(rt, r.Name)
 	}
 	return r
 }
