@@ -303,8 +303,8 @@ func TestDNS01Failures(t *testing.T) {
 		},
 		{
 			desc: "server down", name: "down.dns.test",
-			solver: func(t *testing.T, s dnsSetup) *dns01.Solver { return s.rfc2136Solver(t, s.solverOptions(t)) },
-			down:   true,
+			solver:  func(t *testing.T, s dnsSetup) *dns01.Solver { return s.rfc2136Solver(t, s.solverOptions(t)) },
+			down:    true,
 			wantErr: &dns01.ProviderError{}, wantText: "dns-01 rfc2136: present _acme-challenge.down.dns.test: ",
 		},
 		{
