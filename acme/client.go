@@ -15,9 +15,15 @@
 // Limits: lego retries a badNonce answer itself, pausing up to 5 s between tries without
 // seeing the context, so an attempt can end up to one such pause after its deadline.
 // Obtain calls for one request are serialized within one Client; processes sharing a
-// Journal must make sure only one of them works on a request at a time. DNS-01 solvers
-// (lego's DNS providers) fit Config.Solver, but the engine does not wait for DNS
-// propagation before it asks the CA to validate.
+// Journal must make sure only one of them works on a request at a time.
+//
+// DNS-01: Config.Solver is then an acme/dns01 Solver around one of lego's DNS providers.
+// The engine waits for the record to propagate (PropagationWaiter) within the order's
+// deadline before it asks the CA to validate, solves one authorization at a time for
+// providers that need it (SequentialSolver: "*.example.com" and "example.com" share one
+// record name), and journals every record before presenting it (Record.Presented), so that
+// records are removed after success, failure and deadline alike, and after a crash by
+// CleanUpLeftovers or the next Obtain.
 package acme
 
 import (
@@ -71,8 +77,8 @@ type Config struct {
 	RequestsPerSecond float64
 	// Journal keeps live orders across attempts (nil: a MemoryJournal).
 	Journal Journal
-	// Solver publishes challenges; required. It is lego's challenge.Provider, so lego's
-	// DNS-01 providers fit with ChallengeType dns-01.
+	// Solver publishes challenges; required. It is lego's challenge.Provider; for
+	// ChallengeType dns-01 use an acme/dns01 Solver, which waits for propagation.
 	Solver challenge.Provider
 	// ChallengeType the Solver answers; default http-01.
 	ChallengeType challenge.Type

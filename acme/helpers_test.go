@@ -72,27 +72,35 @@ func newSetup(t *testing.T, opts testca.Options) setup {
 	return setup{ca: startCA(t, opts, r.Addr()), responder: r}
 }
 
-// config returns a client configuration for the setup's CA with a fresh EC256 account
-// key, the responder as solver, a memory journal, and the CA's TLS root trusted through
-// NewTransport.
+// config returns caConfig for the setup's CA with the responder as solver.
 func (s setup) config(t *testing.T) acme.Config {
+	t.Helper()
+
+	cfg := caConfig(t, s.ca)
+	cfg.Solver = s.responder
+
+	return cfg
+}
+
+// caConfig returns a client configuration for ca with a fresh EC256 account key, a
+// memory journal, and the CA's TLS root trusted through NewTransport; no solver.
+func caConfig(t *testing.T, ca *testca.CA) acme.Config {
 	t.Helper()
 
 	key, err := acme.GenerateKey(acme.EC256)
 	require.NoError(t, err)
 
-	rootFile, err := s.ca.WriteTLSRoot(t.TempDir())
+	rootFile, err := ca.WriteTLSRoot(t.TempDir())
 	require.NoError(t, err)
 
 	tr, err := acme.NewTransport(acme.TransportOptions{RootCAFiles: []string{rootFile}})
 	require.NoError(t, err)
 
 	return acme.Config{
-		DirectoryURL: s.ca.DirectoryURL(),
+		DirectoryURL: ca.DirectoryURL(),
 		Account:      acme.Account{Key: key},
 		Transport:    tr,
 		Journal:      acme.NewMemoryJournal(),
-		Solver:       s.responder,
 		Logger:       testLogger(t),
 	}
 }

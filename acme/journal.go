@@ -30,6 +30,22 @@ type Record struct {
 	// names; empty until downloaded. CertificateURL is where it came from.
 	CertificatePEM string `json:"certificatePEM,omitempty"`
 	CertificateURL string `json:"certificateURL,omitempty"`
+	// Presented lists the DNS-01 challenges published for the order and not yet cleaned
+	// up. Each is journaled before the Solver presents it and dropped once it is cleaned
+	// up, so that what a killed process left behind is removed at the next start
+	// (Client.CleanUpLeftovers) or when the order is resumed. Empty for HTTP-01, whose
+	// challenges are not journaled; absent from journals written before DNS-01.
+	Presented []PresentedChallenge `json:"presented,omitempty"`
+}
+
+// PresentedChallenge is the arguments of one Solver.Present call, as CleanUp takes them.
+// None of them is secret: the record's value is a hash of KeyAuth, and KeyAuth is the
+// token and the account key's thumbprint.
+type PresentedChallenge struct {
+	// Domain is the authorization's identifier ("example.com" for "*.example.com" too).
+	Domain  string `json:"domain"`
+	Token   string `json:"token"`
+	KeyAuth string `json:"keyAuth"`
 }
 
 // Journal persists Records by request key. The engine calls it for one key at a time (per

@@ -72,6 +72,12 @@ func (r *run) resume() (legoacme.Order, *Certificate, error) {
 
 	r.rec = rec
 
+	// A killed process may have left challenges published; one that cannot be removed now
+	// stays journaled and is tried again later.
+	if err := r.c.cleanUpLeftovers(r.ctx, r.log, rec); err != nil {
+		r.log.Warn("challenges left by an earlier attempt are still published", "err", err)
+	}
+
 	if rec.CertificatePEM != "" {
 		cert, err := r.certificate([]byte(rec.CertificatePEM), rec.CertificateURL)
 		if err == nil {
@@ -461,47 +467,57 @@ func (r *run) pickChain(certs map[string]*legoacme.RawCertificate, defaultURL st
 	return defaultURL
 }
 
-// pendingAuthz is an authorization whose challenge is published and triggered.
+// pendingAuthz is an authorization whose challenge is published.
 type pendingAuthz struct {
-	url, chalURL, domain, token, keyAuth string
+	url, chalURL, domain string
+	// presented is what the Solver was given; its Domain is the identifier (without
+	// "*." for a wildcard, as lego's DNS providers expect), where domain names the
+	// authorization in messages.
+	presented PresentedChallenge
+	// triggered: an earlier attempt already asked the CA to validate (the challenge is
+	// "processing"), and a second request would be refused.
+	triggered bool
 	// validated: the CA answered the trigger with the challenge valid (it validates
 	// synchronously, as step-ca does), so there is nothing to wait for.
 	validated bool
 }
 
-// authorize publishes and triggers the challenge of every pending authorization, waits
-// for the CA to validate them, cleans up, and returns the order as ready. attempt counts
-// the order's polls: when every authorization is already valid but the CA still reports
-// the order pending, the order is read again after a poll's wait.
+// authorize solves every pending authorization of the order and returns the order as
+// ready. A SequentialSolver gets them one at a time. attempt counts the order's polls:
+// when every authorization is already valid but the CA still reports the order pending,
+// the order is read again after a poll's wait.
 func (r *run) authorize(order legoacme.Order, attempt int) (legoacme.Order, error) {
-	var started []pendingAuthz
+	groups := [][]string{order.Authorizations}
 
-	defer func() {
-		for _, p := range started {
-			if err := r.c.solver.CleanUp(p.domain, p.token, p.keyAuth); err != nil {
-				r.log.Warn("challenge cleanup failed", "domain", p.domain, "err", err)
+	var pause time.Duration
+
+	if seq, ok := r.c.solver.(SequentialSolver); ok {
+		if one, d := seq.Sequential(); one {
+			groups, pause = nil, d
+			for _, url := range order.Authorizations {
+				groups = append(groups, []string{url})
 			}
 		}
-	}()
+	}
 
-	for _, url := range order.Authorizations {
-		p, err := r.startAuthz(url)
-		if p != nil {
-			started = append(started, *p)
+	solved := 0
+
+	for _, urls := range groups {
+		if solved > 0 && pause > 0 {
+			if err := wait.Sleep(r.ctx, pause); err != nil {
+				return legoacme.Order{}, err
+			}
 		}
 
+		n, err := r.solve(urls)
 		if err != nil {
 			return legoacme.Order{}, r.failAuthz(err)
 		}
+
+		solved += n
 	}
 
-	for _, p := range started {
-		if err := r.awaitAuthz(p); err != nil {
-			return legoacme.Order{}, r.failAuthz(err)
-		}
-	}
-
-	if len(started) > 0 {
+	if solved > 0 {
 		// Every authorization is valid now, so the order is ready (RFC 8555 §7.1.6): go
 		// on to finalize without reading it again. A CA that lags behind its own
 		// authorizations refuses that finalize, and finalize then reads the order.
@@ -519,6 +535,63 @@ func (r *run) authorize(order legoacme.Order, attempt int) (legoacme.Order, erro
 	return r.getOrder()
 }
 
+// solve publishes the challenges of the pending authorizations among urls, waits until
+// they are visible (PropagationWaiter), asks the CA to validate them, waits for its
+// decision, and cleans up whatever happened, a passed deadline included. It returns how
+// many challenges it published.
+func (r *run) solve(urls []string) (int, error) {
+	var started []pendingAuthz
+
+	defer func() {
+		presented := make([]PresentedChallenge, 0, len(started))
+		for _, p := range started {
+			presented = append(presented, p.presented)
+		}
+
+		// Failures are logged; a challenge not removed stays journaled for later.
+		_ = r.c.cleanUp(r.ctx, r.log, r.rec, presented)
+	}()
+
+	for _, url := range urls {
+		p, err := r.startAuthz(url)
+		if p != nil {
+			started = append(started, *p)
+		}
+
+		if err != nil {
+			return len(started), err
+		}
+	}
+
+	waiter, _ := r.c.solver.(PropagationWaiter)
+
+	for i := range started {
+		p := &started[i]
+
+		if waiter != nil && !p.triggered {
+			if err := waiter.WaitPropagation(r.ctx, p.presented.Domain, p.presented.Token, p.presented.KeyAuth); err != nil {
+				return len(started), fmt.Errorf("acme: authorize %s: %w", p.domain, err)
+			}
+		}
+
+		if !p.triggered {
+			if err := r.trigger(p); err != nil {
+				return len(started), err
+			}
+		}
+
+		r.log.Info("challenge published", "domain", p.domain, "type", r.c.chalType)
+	}
+
+	for _, p := range started {
+		if err := r.awaitAuthz(p); err != nil {
+			return len(started), err
+		}
+	}
+
+	return len(started), nil
+}
+
 // failAuthz forgets the order when err is an *AuthorizationError (the order is dead at the
 // CA) and returns err.
 func (r *run) failAuthz(err error) error {
@@ -532,9 +605,9 @@ func (r *run) failAuthz(err error) error {
 	return err
 }
 
-// startAuthz reads one authorization and, when it is pending, publishes its challenge and
-// asks the CA to validate it. It returns nil for an authorization that is already valid;
-// a published challenge is returned even with an error, so that it is cleaned up.
+// startAuthz reads one authorization and, when it is pending, publishes its challenge.
+// It returns nil for an authorization that is already valid; a challenge whose
+// publication was attempted is returned even with an error, so that it is cleaned up.
 func (r *run) startAuthz(url string) (*pendingAuthz, error) {
 	r.s.ex.setKind(url, RequestAuthorization)
 
@@ -563,24 +636,43 @@ func (r *run) startAuthz(url string) (*pendingAuthz, error) {
 		return nil, fmt.Errorf("acme: authorize %s: key authorization: %w", domain, err)
 	}
 
-	if err := r.c.solver.Present(domain, chal.Token, keyAuth); err != nil {
-		return nil, fmt.Errorf("acme: authorize %s: publish %s challenge: %w", domain, chal.Type, err)
+	p := &pendingAuthz{
+		url: url, chalURL: chal.URL, domain: domain,
+		presented: PresentedChallenge{Domain: authz.Identifier.Value, Token: chal.Token, KeyAuth: keyAuth},
+		// A challenge already "processing" was triggered by an earlier attempt: the CA is
+		// validating it.
+		triggered: chal.Status != legoacme.StatusPending,
 	}
-
-	p := &pendingAuthz{url: url, chalURL: chal.URL, domain: domain, token: chal.Token, keyAuth: keyAuth}
 	r.s.ex.setKind(chal.URL, RequestChallenge)
 
-	// A challenge already "processing" was triggered by an earlier attempt: the CA is
-	// validating it, and a second trigger would be refused.
-	if chal.Status == legoacme.StatusPending {
-		if err := r.trigger(p); err != nil {
-			return p, err
-		}
+	if err := r.journalPresented(p.presented); err != nil {
+		return nil, err
 	}
 
-	r.log.Info("challenge published", "domain", domain, "type", chal.Type)
+	if err := r.c.solver.Present(p.presented.Domain, chal.Token, keyAuth); err != nil {
+		return p, fmt.Errorf("acme: authorize %s: publish %s challenge: %w", domain, chal.Type, err)
+	}
 
 	return p, nil
+}
+
+// journalPresented journals pc in the order's record before the Solver presents it, for
+// DNS-01, so that a record left behind by a killed process is cleaned up later
+// (Record.Presented). Like the order itself, it is written whatever the deadline.
+func (r *run) journalPresented(pc PresentedChallenge) error {
+	if r.c.chalType != challenge.DNS01 || slices.Contains(r.rec.Presented, pc) {
+		return nil
+	}
+
+	r.rec.Presented = append(r.rec.Presented, pc)
+
+	if err := r.c.journal.Save(context.WithoutCancel(r.ctx), r.rec); err != nil {
+		r.rec.Presented = r.rec.Presented[:len(r.rec.Presented)-1]
+
+		return fmt.Errorf("acme: journal the challenge for %s before presenting it: %w", pc.Domain, err)
+	}
+
+	return nil
 }
 
 // trigger asks the CA to validate p's challenge (RFC 8555 §7.5.1), and notes when the

@@ -24,6 +24,7 @@ import (
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/metrics"
 	"github.com/certfetch/certfetch/fetcher/store"
+	"github.com/certfetch/certfetch/fetcher/traefik"
 	"github.com/certfetch/certfetch/internal/wait"
 )
 
@@ -62,11 +63,21 @@ type Daemon struct {
 	mu        sync.Mutex
 	cfg       *config.Config
 	certs     map[string]*config.Certificate
+	order     []string // certs' names: the file's in file order, then the discovered
 	out       *outputs
 	resolvers map[string]*resolver
 	memos     map[string]*memo
 	views     map[string]view
 	onVisit   func()
+
+	// Discovery of Traefik's routers (discovery.go); zero without a traefik section.
+	traefik    *traefik.Client
+	discovered *store.Discovery // nil until read from the store
+	// discoveryReady is set by the first successful read of Traefik's API in this
+	// process: until then a name the outputs serve may be a discovered certificate
+	// not known yet (an imported one), so the sweep waits.
+	discoveryReady bool
+	pollNow        chan struct{}
 
 	reqs requestBook // operators' requests (renew.go)
 }
@@ -90,6 +101,7 @@ func New(cfg *config.Config, st *store.Store, opts Options) (*Daemon, error) {
 		observe: opts.Observe,
 		memos:   map[string]*memo{},
 		views:   map[string]view{},
+		pollNow: make(chan struct{}, 1),
 	}
 	if d.now == nil {
 		d.now = time.Now
@@ -138,13 +150,14 @@ func (d *Daemon) apply(cfg *config.Config) error {
 		resolvers[name] = r
 	}
 
-	certs := map[string]*config.Certificate{}
-	for _, c := range cfg.Certificates {
-		certs[c.Name] = c
+	client, err := d.traefikClientFor(cfg)
+	if err != nil {
+		return err
 	}
 
 	d.mu.Lock()
-	d.cfg, d.certs, d.out, d.resolvers = cfg, certs, out, resolvers
+	d.cfg, d.out, d.resolvers, d.traefik = cfg, out, resolvers, client
+	d.rebuildLocked()
 	d.mu.Unlock()
 
 	if oldOut != nil && oldOut != out {
@@ -169,24 +182,37 @@ func (d *Daemon) apply(cfg *config.Config) error {
 	return nil
 }
 
-// certificateNamed returns the certificate cfg configures under name, nil when none.
-func certificateNamed(cfg *config.Config, name string) *config.Certificate {
-	i := slices.IndexFunc(cfg.Certificates, func(c *config.Certificate) bool { return c.Name == name })
+// rebuildLocked makes certs and order the file's certificates and the discovered ones;
+// d.mu is held.
+func (d *Daemon) rebuildLocked() {
+	doc := d.discovered
+	if doc == nil || d.cfg.Traefik == nil {
+		doc = &store.Discovery{}
+	}
+	all := managed(d.cfg, doc)
+	d.certs = make(map[string]*config.Certificate, len(all))
+	d.order = make([]string, 0, len(all))
+	for _, c := range all {
+		d.certs[c.Name] = c
+		d.order = append(d.order, c.Name)
+	}
+}
+
+// certificateNamed returns the certificate certs holds under name, nil when none.
+func certificateNamed(certs []*config.Certificate, name string) *config.Certificate {
+	i := slices.IndexFunc(certs, func(c *config.Certificate) bool { return c.Name == name })
 	if i < 0 {
 		return nil
 	}
-	return cfg.Certificates[i]
+	return certs[i]
 }
 
-// names returns the configured certificate names, in configuration order.
+// names returns the managed certificate names: the file's in file order, then the
+// discovered ones.
 func (d *Daemon) names() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	names := make([]string, 0, len(d.cfg.Certificates))
-	for _, c := range d.cfg.Certificates {
-		names = append(names, c.Name)
-	}
-	return names
+	return slices.Clone(d.order)
 }
 
 // configured returns the set of configured certificate names.
@@ -215,6 +241,7 @@ func (d *Daemon) Reload(ctx context.Context, cfg *config.Config) error {
 	d.sched.set(ctx, d.names())
 	d.sched.due(d.names()...)
 	d.sweep(ctx)
+	d.pollSoon()
 	return nil
 }
 
@@ -241,6 +268,12 @@ func (d *Daemon) Run(ctx context.Context, onVisit func()) error {
 	d.mu.Lock()
 	d.onVisit = onVisit
 	d.mu.Unlock()
+	if d.discovering() {
+		// The first read comes before the first visit, so that a discovered certificate
+		// is neither withdrawn by the sweep nor left unvisited until the next read.
+		d.startDiscovery(ctx)
+		go d.discover(ctx)
+	}
 	d.sched.set(ctx, d.names())
 	d.HandleRequests(ctx)
 	d.sweep(ctx)
@@ -257,9 +290,13 @@ func (d *Daemon) Run(ctx context.Context, onVisit func()) error {
 // attempt failed, a failure's back-off is still running, a publication failed, or an
 // order outlived its deadline (the next run resumes it).
 func (d *Daemon) Once(ctx context.Context) error {
+	var discoveryErr error
+	if d.discovering() {
+		discoveryErr = d.startDiscovery(ctx)
+	}
 	d.HandleRequests(ctx)
 	names := d.names()
-	errs := make([]error, len(names))
+	errs := make([]error, len(names), len(names)+1)
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, maxVisits)
 	for i, name := range names {
@@ -274,7 +311,7 @@ func (d *Daemon) Once(ctx context.Context) error {
 	wg.Wait()
 	d.sweep(ctx)
 	d.prune(ctx)
-	return errors.Join(errs...)
+	return errors.Join(append(errs, discoveryErr)...)
 }
 
 // visitScheduled is the scheduler's visit.
@@ -368,6 +405,10 @@ func (d *Daemon) sweep(ctx context.Context) {
 	d.mu.Lock()
 	out := d.out
 	d.mu.Unlock()
+	if !d.sweepable() {
+		d.log.Debug("Traefik's routers not read yet: nothing withdrawn")
+		return
+	}
 	names, err := out.Names(ctx)
 	if err != nil {
 		d.log.Error("cannot list the published certificates; nothing withdrawn", "err", err)

@@ -54,10 +54,14 @@ var ErrUnknownCertificate = errors.New("no such certificate in the configuration
 // issued). A revocation needs a certificate in service. It returns an error wrapping
 // ErrUnknownCertificate when cfg does not configure name.
 func NewRequest(ctx context.Context, cfg *config.Config, st *store.Store, name string, action store.RequestAction, reason acme.RevocationReason) (*store.Request, error) {
-	cert := certificateNamed(cfg, name)
+	certs, err := Certificates(ctx, cfg, st)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", action, name, err)
+	}
+	cert := certificateNamed(certs, name)
 	if cert == nil {
-		names := make([]string, len(cfg.Certificates))
-		for i, c := range cfg.Certificates {
+		names := make([]string, len(certs))
+		for i, c := range certs {
 			names[i] = c.Name
 		}
 		return nil, fmt.Errorf("%s %s: %w (configured: %v)", action, name, ErrUnknownCertificate, names)

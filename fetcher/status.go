@@ -18,16 +18,23 @@ import (
 // CertificateStatus is what `certfetch status` shows of one configured certificate: its
 // State as the store and the outputs have it, its schedule, its last failure.
 type CertificateStatus struct {
-	Name      string    `json:"name"`
-	Domains   []string  `json:"domains"`
-	Resolver  string    `json:"resolver"`
-	State     State     `json:"state"`
-	NotAfter  time.Time `json:"notAfter,omitzero"`
-	RenewAt   time.Time `json:"renewAt,omitzero"`
-	RetryAt   time.Time `json:"retryAt,omitzero"`
-	Failures  int       `json:"failures,omitempty"`
-	Reason    string    `json:"reason,omitempty"`
-	LastError string    `json:"lastError,omitempty"`
+	Name     string   `json:"name"`
+	Domains  []string `json:"domains"`
+	Resolver string   `json:"resolver"`
+	// Source is where the certificate comes from: "file" (certificates: of the
+	// configuration) or "traefik" (routers, which lists them, ask for it).
+	Source  string   `json:"source"`
+	Routers []string `json:"routers,omitempty"`
+	// WithdrawAt is when a discovered certificate no router asks for any more is
+	// withdrawn (traefik.withdrawAfter after the first read that missed its routers).
+	WithdrawAt time.Time `json:"withdrawAt,omitzero"`
+	State      State     `json:"state"`
+	NotAfter   time.Time `json:"notAfter,omitzero"`
+	RenewAt    time.Time `json:"renewAt,omitzero"`
+	RetryAt    time.Time `json:"retryAt,omitzero"`
+	Failures   int       `json:"failures,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	LastError  string    `json:"lastError,omitempty"`
 	// Order is the URL of the order journaled for the certificate, if any.
 	Order string `json:"order,omitempty"`
 	// Problem says why the certificate is not in order besides its last attempt: its
@@ -63,9 +70,26 @@ func Status(ctx context.Context, cfg *config.Config, st *store.Store, out output
 	if err := st.CheckWritable(ctx); err != nil {
 		storeProblem = "the state store refuses writes (no order is placed, issued certificates stay journaled): " + err.Error()
 	}
-	statuses := make([]CertificateStatus, 0, len(cfg.Certificates))
-	for _, c := range cfg.Certificates {
-		s := CertificateStatus{Name: c.Name, Domains: c.Domains, Resolver: c.Resolver, State: StateAbsent}
+	certs, err := Certificates(ctx, cfg, st)
+	if err != nil {
+		return nil, err
+	}
+	discovered := map[string]store.DiscoveredCertificate{}
+	if doc, err := DiscoveryStatus(ctx, cfg, st); err == nil && doc != nil {
+		for _, dc := range doc.Certificates {
+			discovered[dc.Name] = dc
+		}
+	}
+	statuses := make([]CertificateStatus, 0, len(certs))
+	for i, c := range certs {
+		s := CertificateStatus{Name: c.Name, Domains: c.Domains, Resolver: c.Resolver, Source: sourceFile, State: StateAbsent}
+		if i >= len(cfg.Certificates) {
+			dc := discovered[c.Name]
+			s.Source, s.Routers = sourceTraefik, dc.Routers
+			if !dc.MissingSince.IsZero() {
+				s.WithdrawAt = dc.MissingSince.Add(cfg.Traefik.WithdrawAfter)
+			}
+		}
 		req := acme.Request{Names: c.Domains, KeyType: c.KeyType}
 		if rc := cfg.Resolvers[c.Resolver]; rc != nil {
 			req.Profile = rc.Profile
@@ -85,7 +109,7 @@ func Status(ctx context.Context, cfg *config.Config, st *store.Store, out output
 		}
 		published, problem := servedBy(ctx, out, c.Name, rec)
 		s.State = deriveState(rec, c, s.Order != "", published, now)
-		s.Problem = problem
+		s.Problem = joinProblems(s.Problem, problem)
 		s.Request, s.LastRequest = requestStatus(ctx, st, c.Name, rec)
 		if revoked := revokedProblem(ctx, st, rec); revoked != "" {
 			s.Problem = revoked
@@ -101,6 +125,22 @@ func Status(ctx context.Context, cfg *config.Config, st *store.Store, out output
 		statuses = append(statuses, s)
 	}
 	return statuses, nil
+}
+
+// Where a certificate comes from (CertificateStatus.Source).
+const (
+	sourceFile    = "file"
+	sourceTraefik = "traefik"
+)
+
+// DiscoveryStatus returns what the last reads of Traefik's API found (the discovered
+// certificates, the routers certfetch cannot serve, a failing API); nil without a traefik
+// section.
+func DiscoveryStatus(ctx context.Context, cfg *config.Config, st *store.Store) (*store.Discovery, error) {
+	if cfg.Traefik == nil {
+		return nil, nil
+	}
+	return loadDiscovery(ctx, st)
 }
 
 // servedBy reports whether out serves rec's certificate under name, and what is wrong

@@ -164,8 +164,8 @@ func status(t *testing.T, configPath string, want int) (map[string]fetcher.Certi
 func statusRow(t *testing.T, table, name string) []string {
 	t.Helper()
 	for _, line := range strings.Split(table, "\n") {
-		cells := regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(line), 8)
-		if len(cells) == 8 && cells[0] == name {
+		cells := regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(line), colProblem+1)
+		if len(cells) == colProblem+1 && cells[0] == name {
 			return cells
 		}
 	}
@@ -175,8 +175,9 @@ func statusRow(t *testing.T, table, name string) []string {
 
 // Status table columns.
 const (
-	colState   = 3
-	colProblem = 7
+	colSource  = 3
+	colState   = 4
+	colProblem = 8
 )
 
 // servedCertificate checks what Traefik would load for name from the output directory:

@@ -142,6 +142,8 @@ func TestStatusExitCodes(t *testing.T) {
 	assert.Zero(t, g.Failures)
 	assert.Empty(t, g.Reason+g.LastError+g.Order+g.Problem)
 	assert.Equal(t, "-", statusRow(t, table, good)[colProblem])
+	assert.Equal(t, "file", statusRow(t, table, good)[colSource])
+	assert.Equal(t, "file", g.Source)
 
 	// A failing certificate: the CA refuses its order (429 with Retry-After).
 	cfg.write(t, sb.ConfigPath, "", certSpec{domains: []string{good}}, certSpec{domains: []string{failing}})
@@ -162,8 +164,8 @@ func TestStatusExitCodes(t *testing.T) {
 	var raw []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(stdout), &raw))
 	require.Len(t, raw, 2)
-	assert.ElementsMatch(t, []string{"name", "domains", "resolver", "state", "notAfter", "renewAt"}, keys(raw[0]), stdout)
-	assert.ElementsMatch(t, []string{"name", "domains", "resolver", "state", "retryAt", "failures", "reason", "lastError"}, keys(raw[1]), stdout)
+	assert.ElementsMatch(t, []string{"name", "domains", "resolver", "source", "state", "notAfter", "renewAt"}, keys(raw[0]), stdout)
+	assert.ElementsMatch(t, []string{"name", "domains", "resolver", "source", "state", "retryAt", "failures", "reason", "lastError"}, keys(raw[1]), stdout)
 	assert.Equal(t, "-", statusRow(t, table, good)[colProblem])
 
 	// An unreadable record needs an operator too.

@@ -424,13 +424,24 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "certfetch: status: %v\n", err)
 		return exitFailure
 	}
+	discovery, err := fetcher.DiscoveryStatus(ctx, cfg, st)
+	if err != nil {
+		fmt.Fprintf(stderr, "certfetch: status: %v\n", err)
+		return exitFailure
+	}
 	if asJSON {
 		err = printStatusJSON(stdout, statuses)
 	} else {
 		err = printStatusTable(stdout, statuses)
+		if err == nil && discovery != nil {
+			printDiscovery(stdout, cfg.Traefik.API.URL, discovery)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "certfetch: status: %v\n", err)
+		return exitFailure
+	}
+	if discovery != nil && discovery.LastError != "" {
 		return exitFailure
 	}
 	for _, s := range statuses {
@@ -441,6 +452,26 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// printDiscovery says how the reads of Traefik's API go and which routers certfetch
+// cannot serve.
+func printDiscovery(w io.Writer, url string, d *store.Discovery) {
+	switch {
+	case d.LastError != "":
+		fmt.Fprintf(w, "\nTraefik API %s: failing since %s (nothing is withdrawn meanwhile): %s\n", url, timeCell(d.FailingSince), oneLine(d.LastError))
+	case d.LastSuccess.IsZero():
+		fmt.Fprintf(w, "\nTraefik API %s: not read yet\n", url)
+	default:
+		fmt.Fprintf(w, "\nTraefik API %s: read; last change %s\n", url, timeCell(d.LastSuccess))
+	}
+	if len(d.Problems) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Routers not served:")
+	for _, p := range d.Problems {
+		fmt.Fprintf(w, "  %s: %s\n", p.Router, oneLine(p.Problem))
+	}
+}
+
 func printStatusJSON(w io.Writer, statuses []fetcher.CertificateStatus) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -449,12 +480,25 @@ func printStatusJSON(w io.Writer, statuses []fetcher.CertificateStatus) error {
 
 func printStatusTable(w io.Writer, statuses []fetcher.CertificateStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tDOMAINS\tRESOLVER\tSTATE\tNOT AFTER\tNEXT RENEWAL\tRETRY AT\tPROBLEM")
+	fmt.Fprintln(tw, "NAME\tDOMAINS\tRESOLVER\tSOURCE\tSTATE\tNOT AFTER\tNEXT RENEWAL\tRETRY AT\tPROBLEM")
 	for _, s := range statuses {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.Domains, ","), s.Resolver, s.State,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.Domains, ","), s.Resolver, sourceCell(s), s.State,
 			timeCell(s.NotAfter), timeCell(s.RenewAt), timeCell(s.RetryAt), problemCell(s))
 	}
 	return tw.Flush()
+}
+
+// sourceCell says where a certificate comes from: the file, or the routers that ask for
+// it (and when it is withdrawn, once none does).
+func sourceCell(s fetcher.CertificateStatus) string {
+	switch {
+	case len(s.Routers) == 0:
+		return s.Source
+	case !s.WithdrawAt.IsZero():
+		return "routers gone, withdrawn at " + timeCell(s.WithdrawAt)
+	default:
+		return "routers " + strings.Join(s.Routers, ",")
+	}
 }
 
 func timeCell(t time.Time) string {

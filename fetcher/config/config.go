@@ -109,6 +109,8 @@ type Config struct {
 	Renewal      Renewal
 	Metrics      Metrics
 	Log          Log
+	// Traefik is nil unless certificates are also discovered from Traefik's routers.
+	Traefik *Traefik
 }
 
 // Storage is the state store: a local directory (one certfetch process at
@@ -289,7 +291,7 @@ func (d *decoder) config(root *yaml.Node) *Config {
 		Renewal: Renewal{ARI: true, RemainingFraction: DefaultRemainingFraction},
 		Log:     Log{Level: slog.LevelInfo, Format: LogFormatText},
 	}
-	m, ok := d.mapping(root, "", "timeout", "storage", "resolvers", "certificates", "output", "renewal", "metrics", "log")
+	m, ok := d.mapping(root, "", "timeout", "storage", "resolvers", "certificates", "output", "renewal", "metrics", "log", "traefik")
 	if !ok {
 		return cfg
 	}
@@ -321,6 +323,9 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	}
 	if f := m.get("log"); f != nil {
 		d.log(f, &cfg.Log)
+	}
+	if f := m.get("traefik"); f != nil {
+		cfg.Traefik = d.traefik(f)
 	}
 	return cfg
 }

@@ -39,6 +39,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 				RequestTimeout:        time.Minute,
 			},
 			HTTPChallenge: config.HTTPChallenge{Stateless: true},
+			Routers:       config.Routers{CertResolver: "ca"},
 		}},
 		Certificates: []*config.Certificate{{
 			Name:     "www.example.com",
@@ -50,6 +51,19 @@ func TestParseAppliesDefaults(t *testing.T) {
 		Renewal: config.Renewal{ARI: true, RemainingFraction: 1.0 / 3.0},
 		Log:     config.Log{Level: slog.LevelInfo, Format: "text"},
 	}, cfg)
+}
+
+func TestTraefikSectionDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Parse("certfetch.yml", []byte(minimal+"    routers:\n      domains: [\"*.example.com\"]\ntraefik:\n  api:\n    url: http://127.0.0.1:8080\n"))
+	require.NoError(t, err)
+	assert.Equal(t, &config.Traefik{
+		API:           config.TraefikAPI{URL: "http://127.0.0.1:8080", Timeout: config.DefaultAPITimeout},
+		PollInterval:  config.DefaultPollInterval,
+		WithdrawAfter: config.DefaultWithdrawAfter,
+	}, cfg.Traefik)
+	assert.Equal(t, config.Routers{CertResolver: "ca", Domains: []string{"*.example.com"}}, cfg.Resolvers["ca"].Routers,
+		"a resolver serves the routers that name it, by default")
 }
 
 func TestLoadExample(t *testing.T) {

@@ -81,6 +81,9 @@ type Resolver struct {
 	// DNSChallenge is nil unless the resolver answers DNS-01 (Traefik's dnsChallenge);
 	// a resolver answers exactly one of the two.
 	DNSChallenge *DNSChallenge
+	// Routers says which of Traefik's routers the resolver serves when the traefik
+	// section is set.
+	Routers Routers
 }
 
 // EAB is an external account binding (RFC 8555 §7.3.4).
@@ -138,7 +141,8 @@ func (d *decoder) resolver(f *field) *Resolver {
 		},
 	}
 	m, ok := d.mapping(f.value, f.path, "caServer", "email", "eab", "keyType", "caCertificates",
-		"caSystemCertPool", "profile", "preferredChain", "timeout", "maxConcurrentOrders", "requestsPerSecond", "http", "httpChallenge", "dnsChallenge")
+		"caSystemCertPool", "profile", "preferredChain", "timeout", "maxConcurrentOrders", "requestsPerSecond", "http", "httpChallenge",
+		"dnsChallenge", "routers")
 	if !ok {
 		return r
 	}
@@ -185,6 +189,10 @@ func (d *decoder) resolver(f *field) *Resolver {
 		set = append(set, "dnsChallenge")
 	}
 	d.exactlyOne(f, set, "httpChallenge", "dnsChallenge")
+	r.Routers = Routers{CertResolver: r.Name}
+	if rt := m.get("routers"); rt != nil {
+		r.Routers = d.routers(rt, r.Name)
+	}
 	return r
 }
 

@@ -59,6 +59,7 @@ type Metrics struct {
 	timeout     *prometheus.GaugeVec
 	phases      *prometheus.HistogramVec
 	requests    *prometheus.CounterVec
+	traefik     traefikMetrics
 }
 
 // New returns Metrics registered on a new private registry, along with the
@@ -67,6 +68,7 @@ type Metrics struct {
 func New() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
+		traefik:  newTraefikMetrics(),
 		issuance: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace,
 			Name:      "issuance_duration_seconds",
@@ -131,6 +133,7 @@ func New() *Metrics {
 		m.requests,
 		newBuildInfo(buildinfo.Read()),
 	)
+	m.registry.MustRegister(m.traefik.collectors()...)
 	return m
 }
 

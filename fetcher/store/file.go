@@ -30,7 +30,7 @@ var fileLocks = struct {
 }{held: map[string]*Lease{}, tokens: map[string]int64{}}
 
 func openFile(dir string) (*fileBackend, error) {
-	for _, sub := range []string{"", accountsDir, ordersDir, certificatesDir, quarantineDir, requestsDir, revokedDir} {
+	for _, sub := range []string{"", accountsDir, ordersDir, certificatesDir, quarantineDir, requestsDir, revokedDir, discoveryDir} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), dirMode); err != nil {
 			return nil, fmt.Errorf("open state directory %s: %w", dir, err)
 		}

@@ -18,7 +18,9 @@
 // Pebble's validation authority resolves every name through a DNS server
 // (package loopbackdns) that answers 127.0.0.1, so HTTP-01 validation dials
 // 127.0.0.1:Options.HTTPPort whatever the domain. Bind your challenge
-// listener first (port 0), then pass its port: no free-port race.
+// listener first (port 0), then pass its port: no free-port race. With
+// Options.DNSServer it resolves through that server instead, so DNS-01 is
+// validated against the TXT records a real DNS server serves.
 //
 // Profiles: the CA offers DefaultProfile (90-day certificates),
 // ShortLivedProfile (6-day certificates) and MinuteProfile (60-second
@@ -43,6 +45,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -113,8 +116,15 @@ type Options struct {
 	// that reports an order as "processing" because of Delay; 0 sends none.
 	RetryAfter time.Duration
 	// HTTPPort is the port Pebble's VA dials on 127.0.0.1 for HTTP-01 (every
-	// name resolves to 127.0.0.1). Required unless AlwaysValid.
+	// name resolves to 127.0.0.1). Required unless AlwaysValid or DNSServer
+	// (a CA for DNS-01 tests needs no HTTP-01 port).
 	HTTPPort int
+	// DNSServer is the host:port of a DNS server (TCP) Pebble's VA resolves
+	// every name through instead of the built-in loopbackdns, e.g. a real
+	// BIND (testservers.StartBIND), so that DNS-01 is validated against the
+	// TXT records it serves. HTTP-01 then dials the addresses that server
+	// answers. Empty: loopbackdns, every name 127.0.0.1.
+	DNSServer string
 	// AlwaysValid makes every challenge valid without validation
 	// (PEBBLE_VA_ALWAYS_VALID). The client must still POST the challenge.
 	AlwaysValid bool
@@ -183,7 +193,11 @@ func Start(opts Options) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start test CA: %w", err)
 	}
-	p, err := newPebble(opts, dnsServer.Addr(), pebbleLogger(logger))
+	dnsAddr := dnsServer.Addr()
+	if opts.DNSServer != "" {
+		dnsAddr = opts.DNSServer
+	}
+	p, err := newPebble(opts, dnsAddr, pebbleLogger(logger))
 	if err != nil {
 		dnsServer.Close()
 		return nil, fmt.Errorf("start test CA: %w", err)
@@ -195,7 +209,7 @@ func Start(opts Options) (*CA, error) {
 	server.StartTLS()
 
 	logger.Info("test CA started", "directory", server.URL+directoryPath,
-		"mode", opts.Mode.String(), "delay", opts.Delay, "dns", dnsServer.Addr())
+		"mode", opts.Mode.String(), "delay", opts.Delay, "dns", dnsAddr)
 	return &CA{
 		server:  server,
 		dns:     dnsServer,
@@ -218,8 +232,13 @@ func (o Options) validate() error {
 		errs = append(errs, fmt.Errorf("negative retry-after %s", o.RetryAfter))
 	}
 	const maxPort = 65535
-	if !o.AlwaysValid && (o.HTTPPort <= 0 || o.HTTPPort > maxPort) {
-		errs = append(errs, fmt.Errorf("HTTP-01 port %d out of range 1..%d (or set AlwaysValid)", o.HTTPPort, maxPort))
+	if !o.AlwaysValid && o.DNSServer == "" && (o.HTTPPort <= 0 || o.HTTPPort > maxPort) {
+		errs = append(errs, fmt.Errorf("HTTP-01 port %d out of range 1..%d (or set AlwaysValid or DNSServer)", o.HTTPPort, maxPort))
+	}
+	if o.DNSServer != "" {
+		if _, _, err := net.SplitHostPort(o.DNSServer); err != nil {
+			errs = append(errs, fmt.Errorf("DNS server %q: %w", o.DNSServer, err))
+		}
 	}
 	// Pebble clips 100 to 99 itself; refusing it here keeps the option honest.
 	if o.NonceRejectPercent < 0 || o.NonceRejectPercent > 99 {

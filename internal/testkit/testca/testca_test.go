@@ -378,6 +378,7 @@ func TestStartRejectsInvalidOptions(t *testing.T) {
 		{desc: "nonce reject 100", opts: testca.Options{AlwaysValid: true, NonceRejectPercent: 100}},
 		{desc: "authz reuse negative", opts: testca.Options{AlwaysValid: true, AuthzReusePercent: -1}},
 		{desc: "EAB key not base64url", opts: testca.Options{AlwaysValid: true, EABKeys: map[string]string{"kid": "not base64!"}}},
+		{desc: "DNS server without a port", opts: testca.Options{DNSServer: "127.0.0.1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
