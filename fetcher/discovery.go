@@ -222,7 +222,7 @@ func discoveredName(domains []string, taken map[string]bool) string {
 
 // answersWildcards reports whether rc can validate a wildcard: only DNS-01 can.
 func answersWildcards(rc *config.Resolver) bool {
-	return false
+	return rc.DNSChallenge != nil
 }
 
 func routerProblems(routers []string, problem string) []store.DiscoveryProblem {

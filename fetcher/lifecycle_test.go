@@ -11,6 +11,7 @@ package fetcher_test
 // the CA's faults; lifecycle_run_test.go the daemon's run, reload, shutdown and once.
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -64,6 +65,9 @@ type harnessOptions struct {
 	StateOnTmpfs bool
 	// Extra is appended to the configuration file as is (say, "renewal: {ari: false}").
 	Extra string
+	// Challenge is the resolver's challenge block, indented by four spaces; empty: the
+	// plugin's stateless HTTP-01.
+	Challenge string
 }
 
 // harness is one certfetch installation on loopback: a test CA, the plugin answering its
@@ -170,8 +174,8 @@ func (h *harness) config(certs ...certSpec) *config.Config {
 		fmt.Fprintf(&b, "timeout: %s\n", h.opts.Timeout)
 	}
 	fmt.Fprintf(&b, "storage: %s\n", strconv.Quote(h.stateDir()))
-	fmt.Fprintf(&b, "resolvers:\n  %s:\n    caServer: %s\n    caCertificates: [%s]\n    httpChallenge:\n      stateless: true\n",
-		resolverName, h.CA.DirectoryURL(), strconv.Quote(h.root))
+	fmt.Fprintf(&b, "resolvers:\n  %s:\n    caServer: %s\n    caCertificates: [%s]\n%s",
+		resolverName, h.CA.DirectoryURL(), strconv.Quote(h.root), cmp.Or(h.opts.Challenge, "    httpChallenge:\n      stateless: true\n"))
 	if h.opts.Profile != "" {
 		fmt.Fprintf(&b, "    profile: %s\n", strconv.Quote(h.opts.Profile))
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/certfetch/certfetch/acme"
+	"github.com/certfetch/certfetch/acme/dns01"
 	"github.com/certfetch/certfetch/fetcher/store"
 )
 
@@ -100,6 +101,7 @@ const (
 	reasonRateLimited    = "rate_limited"    // the CA answered 429
 	reasonUnreachable    = "unreachable"     // network, TLS, timeout or 5xx
 	reasonAuthorization  = "authorization"   // the CA could not validate a name
+	reasonDNS            = "dns"             // the DNS provider failed, or its record never became visible
 	reasonOrderInvalid   = "order_invalid"   // the CA made the order invalid
 	reasonBadCertificate = "bad_certificate" // the CA issued a certificate that does not match
 	reasonAccount        = "account"         // the account is unusable or its key is missing
@@ -109,7 +111,7 @@ const (
 )
 
 // reasons are every failure reason, for metrics that start at zero.
-var reasons = []string{reasonDeadline, reasonRateLimited, reasonUnreachable, reasonAuthorization, reasonOrderInvalid,
+var reasons = []string{reasonDeadline, reasonRateLimited, reasonUnreachable, reasonAuthorization, reasonDNS, reasonOrderInvalid,
 	reasonBadCertificate, reasonAccount, reasonStore, reasonPublish, reasonOther}
 
 // phases are the order phases the engine reports.
@@ -140,11 +142,15 @@ func failureReason(err error) string {
 		missing  *accountKeyMissingError
 		stored   *storeError
 		publish  *publishError
+		provider *dns01.ProviderError
+		unseen   *dns01.PropagationError
 	)
 
 	switch {
 	case errors.As(err, &pending):
 		return reasonDeadline
+	case errors.As(err, &provider), errors.As(err, &unseen):
+		return reasonDNS
 	case errors.As(err, &limited):
 		return reasonRateLimited
 	case errors.As(err, &down):

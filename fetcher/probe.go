@@ -21,14 +21,21 @@ import (
 	"github.com/certfetch/certfetch/fetcher/store"
 )
 
-// ChallengeSolver returns the HTTP-01 publisher rc.HTTPChallenge configures (webroot files,
-// a listening responder, or nothing for the plugin's stateless mode) and the function that
+// ChallengeSolver returns the publisher rc configures: the DNS-01 solver of
+// rc.DNSChallenge, or the HTTP-01 publisher rc.HTTPChallenge configures (webroot files, a
+// listening responder, or nothing for the plugin's stateless mode), and the function that
 // releases it (it closes a listen-mode responder, waiting for requests in flight until
 // ctx ends; for the other modes it does nothing). In listen mode the address is bound
 // here: it fails while another process, such as a running daemon, holds it.
 func ChallengeSolver(rc *config.Resolver) (challenge.Provider, func(ctx context.Context) error, error) {
 	noop := func(context.Context) error { return nil }
 	switch hc := rc.HTTPChallenge; {
+	case rc.DNSChallenge != nil:
+		solver, err := dnsSolver(rc, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		return solver, noop, nil
 	case hc.Webroot != "":
 		return http01.NewWebroot(hc.Webroot), noop, nil
 	case hc.Listen != "":
@@ -42,9 +49,11 @@ func ChallengeSolver(rc *config.Resolver) (challenge.Provider, func(ctx context.
 	}
 }
 
-// challengeMode names rc's HTTP-01 mode as the configuration spells it.
+// challengeMode names rc's challenge mode as the configuration spells it.
 func challengeMode(rc *config.Resolver) string {
 	switch {
+	case rc.DNSChallenge != nil:
+		return "dnsChallenge " + rc.DNSChallenge.Provider
 	case rc.HTTPChallenge.Webroot != "":
 		return "webroot"
 	case rc.HTTPChallenge.Listen != "":

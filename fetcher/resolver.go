@@ -12,8 +12,10 @@ import (
 	"github.com/go-acme/lego/v4/challenge"
 
 	"github.com/certfetch/certfetch/acme"
+	"github.com/certfetch/certfetch/acme/dns01"
 	"github.com/certfetch/certfetch/acme/http01"
 	"github.com/certfetch/certfetch/fetcher/config"
+	"github.com/certfetch/certfetch/fetcher/dnsprovider"
 	"github.com/certfetch/certfetch/fetcher/metrics"
 	"github.com/certfetch/certfetch/fetcher/store"
 )
@@ -36,6 +38,12 @@ type resolver struct {
 func newResolver(rc *config.Resolver, st *store.Store, rs *responders, log *slog.Logger, m *metrics.Metrics) (*resolver, error) {
 	r := &resolver{cfg: rc, store: st, log: log.With("resolver", rc.Name), metrics: m, slots: make(chan struct{}, rc.MaxConcurrentOrders)}
 	switch hc := rc.HTTPChallenge; {
+	case rc.DNSChallenge != nil:
+		solver, err := dnsSolver(rc, r.log)
+		if err != nil {
+			return nil, err
+		}
+		r.solver = solver
 	case hc.Webroot != "":
 		r.solver = http01.NewWebroot(hc.Webroot)
 	case hc.Listen != "":
@@ -280,12 +288,41 @@ func ACMEConfig(rc *config.Resolver, acct *store.Account) (acme.Config, error) {
 	if rc.EAB != nil {
 		account.EAB = &acme.EAB{KID: rc.EAB.KID, HMAC: rc.EAB.HMAC.Reveal()}
 	}
+	chal := challenge.HTTP01
+	if rc.DNSChallenge != nil {
+		chal = challenge.DNS01
+	}
 	return acme.Config{
-		DirectoryURL: rc.CAServer,
-		Account:      account,
-		Transport:    transport,
-		Timeouts:     acme.Timeouts{ResponseHeader: rc.HTTP.ResponseHeaderTimeout, Request: rc.HTTP.RequestTimeout},
+		DirectoryURL:  rc.CAServer,
+		Account:       account,
+		Transport:     transport,
+		Timeouts:      acme.Timeouts{ResponseHeader: rc.HTTP.ResponseHeaderTimeout, Request: rc.HTTP.RequestTimeout},
+		ChallengeType: chal,
 	}, nil
+}
+
+// dnsSolver builds the DNS-01 solver rc.DNSChallenge configures: lego's provider by name
+// (with the configured variables), waiting for propagation as Traefik's options say. It
+// contacts nothing: providers check their variables when constructed and use their
+// credentials first when a record is presented.
+func dnsSolver(rc *config.Resolver, log *slog.Logger) (*dns01.Solver, error) {
+	dc := rc.DNSChallenge
+	provider, err := dnsprovider.New(dc.Provider, dc.Env)
+	if err != nil {
+		return nil, fmt.Errorf("resolver %s: %w", rc.Name, err)
+	}
+	solver, err := dns01.New(dc.Provider, provider, dns01.Options{
+		Resolvers:         dc.Resolvers,
+		DelayBeforeChecks: dc.Propagation.DelayBeforeChecks,
+		DisableChecks:     dc.Propagation.DisableChecks,
+		DisableANSChecks:  dc.Propagation.DisableANSChecks,
+		RequireAllRNS:     dc.Propagation.RequireAllRNS,
+		Logger:            log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("resolver %s: %w", rc.Name, err)
+	}
+	return solver, nil
 }
 
 // accountSaveTimeout bounds saving an account URL the CA handed out again.

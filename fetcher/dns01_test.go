@@ -1,0 +1,186 @@
+package fetcher_test
+
+import (
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/certfetch/certfetch/internal/testkit/loopbackdns"
+	"github.com/certfetch/certfetch/internal/testkit/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testservers"
+)
+
+// dnsHarness is a harness whose resolver answers DNS-01 through lego's rfc2136 provider
+// against a real BIND, which the CA validates against too.
+type dnsHarness struct {
+	*harness
+	bind *testservers.BIND
+}
+
+// dnsChallenge is the resolver's dnsChallenge block for bind: the provider's variables in
+// env (short timeouts: loopback answers in microseconds, and the propagation timeout is
+// what "never observed" waits), the propagation check against resolver (BIND itself
+// unless a test says otherwise) and no check of the authoritative servers, which BIND
+// announces on port 53 while it listens on another one.
+func dnsChallenge(bind *testservers.BIND, secret, resolver string) string {
+	return fmt.Sprintf(`    dnsChallenge:
+      provider: rfc2136
+      resolvers: [%q]
+      propagation: {disableANSChecks: true, requireAllRNS: true}
+      env:
+        RFC2136_NAMESERVER: %q
+        RFC2136_TSIG_KEY: %q
+        RFC2136_TSIG_ALGORITHM: %q
+        RFC2136_TSIG_SECRET: %q
+        RFC2136_DNS_TIMEOUT: 2
+        RFC2136_PROPAGATION_TIMEOUT: 3
+        RFC2136_POLLING_INTERVAL: 1
+        RFC2136_SEQUENCE_INTERVAL: 1
+`, resolver, bind.Addr, bind.TSIGKey, bind.TSIGAlgorithm, secret)
+}
+
+func newDNSHarness(t *testing.T, challenge func(bind *testservers.BIND) string) *dnsHarness {
+	t.Helper()
+	bind := testservers.StartBIND(t)
+	h := newHarness(t, harnessOptions{CA: testca.Options{DNSServer: bind.Addr}, Challenge: challenge(bind)})
+	return &dnsHarness{harness: h, bind: bind}
+}
+
+// verifyFor checks leaf against the CA's roots for name, as a TLS client connecting to
+// name would.
+func (h *dnsHarness) verifyFor(leaf *x509.Certificate, name string) {
+	h.t.Helper()
+	rootsPEM, err := h.CA.IssuerRootsPEM()
+	require.NoError(h.t, err)
+	roots := x509.NewCertPool()
+	require.True(h.t, roots.AppendCertsFromPEM(rootsPEM))
+	require.NoError(h.t, leaf.VerifyHostname(name))
+}
+
+// TestDNS01WildcardAndApexInTheDaemon: a DNS-01 resolver configured in Traefik's words
+// issues one certificate for *.dns.test and dns.test through Daemon.Once into the file
+// output, under the derived name wildcard.dns.test; it serves a name under the wildcard,
+// and no _acme-challenge record is left in BIND's zone.
+func TestDNS01WildcardAndApexInTheDaemon(t *testing.T) {
+	t.Parallel()
+	h := newDNSHarness(t, func(b *testservers.BIND) string { return dnsChallenge(b, b.TSIGSecret, b.Addr) })
+	h.config()
+	path := h.dir + "/certfetch.yml"
+	cfg := loadConfig(t, path, strings.Replace(mustRead(t, path), "certificates: []", "certificates:\n  - domains: [\"*.dns.test\", dns.test]", 1))
+	require.Equal(t, "wildcard.dns.test", cfg.Certificates[0].Name)
+
+	require.NoError(t, h.daemon(cfg).Once(t.Context()))
+	leaf := h.served("wildcard.dns.test")
+	assert.ElementsMatch(t, []string{"*.dns.test", "dns.test"}, leaf.DNSNames)
+	h.verifyFor(leaf, "app.dns.test")
+	h.verifyFor(leaf, "dns.test")
+	assert.Equal(t, 1, h.CA.Stats().NewOrders)
+	assert.Empty(t, h.bind.ChallengeRecords(t), "no challenge record left in the zone")
+	assert.Empty(t, h.orders(), "the order was collected")
+}
+
+// TestDNS01FailuresKeepTheCertificateInService: a certificate in service is due for
+// renewal and the DNS side fails in each of four ways. Each attempt fails with an error
+// naming the provider and the record's domain in status, reason dns, a back-off; the
+// served certificate is untouched and no _acme-challenge record is left in the zone.
+func TestDNS01FailuresKeepTheCertificateInService(t *testing.T) {
+	t.Parallel()
+	wrongSecret := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	tests := []struct {
+		desc string
+		// domain is the certificate's; outside BIND's zone for "not authoritative".
+		domain string
+		// broken is the resolver's challenge block for the failing attempt.
+		broken func(t *testing.T, b *testservers.BIND) string
+		// down stops BIND for the failing attempt.
+		down     bool
+		wantText string
+	}{
+		{
+			desc: "wrong TSIG key", domain: "badkey.dns.test",
+			broken:   func(_ *testing.T, b *testservers.BIND) string { return dnsChallenge(b, wrongSecret, b.Addr) },
+			wantText: "dns-01 rfc2136: present _acme-challenge.badkey.dns.test: ",
+		},
+		{
+			desc: "server down", domain: "down.dns.test", down: true,
+			broken:   func(_ *testing.T, b *testservers.BIND) string { return dnsChallenge(b, b.TSIGSecret, b.Addr) },
+			wantText: "dns-01 rfc2136: present _acme-challenge.down.dns.test: ",
+		},
+		{
+			desc: "zone not authoritative", domain: "x." + strings.TrimSuffix(testservers.BINDOutsideZone, "."),
+			broken:   func(_ *testing.T, b *testservers.BIND) string { return dnsChallenge(b, b.TSIGSecret, b.Addr) },
+			wantText: "dns-01 rfc2136: present _acme-challenge.x.elsewhere.test: ",
+		},
+		{
+			desc: "propagation never observed", domain: "unseen.dns.test",
+			broken: func(t *testing.T, b *testservers.BIND) string {
+				// A resolver that never has the record, and is required to.
+				lb, err := loopbackdns.Start()
+				require.NoError(t, err)
+				t.Cleanup(func() { assert.NoError(t, lb.Close()) })
+				return dnsChallenge(b, b.TSIGSecret, lb.Addr())
+			},
+			wantText: "dns-01 rfc2136: _acme-challenge.unseen.dns.test not visible after 3s",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			t.Parallel()
+			h := newDNSHarness(t, func(b *testservers.BIND) string { return dnsChallenge(b, b.TSIGSecret, b.Addr) })
+			path := h.dir + "/certfetch.yml"
+			h.config()
+			withCert := strings.Replace(mustRead(t, path), "certificates: []", "certificates:\n  - name: keep\n    domains: ["+tt.domain+"]", 1)
+			good := loadConfig(t, path, withCert)
+			if tt.domain == "x.elsewhere.test" {
+				// The CA resolves through BIND, which refuses the outside zone: issue the
+				// certificate in service through the harness's own answer instead.
+				good = loadConfig(t, path, strings.Replace(withCert, tt.domain, "keep.dns.test", 1))
+			}
+			require.NoError(t, h.daemon(good).Once(t.Context()))
+			before := mustRead(t, h.yml("keep"))
+			old := h.served("keep")
+
+			// Renewal is due, and the DNS side is broken.
+			h.clock.Advance(time.Until(old.NotAfter) * 2 / 3)
+			brokenCfg := strings.Replace(withCert, dnsChallenge(h.bind, h.bind.TSIGSecret, h.bind.Addr), tt.broken(t, h.bind), 1)
+			cfg := loadConfig(t, path, brokenCfg)
+			if tt.down {
+				h.bind.Kill()
+			}
+			err := h.daemon(cfg).Once(t.Context())
+			require.Error(t, err)
+			if tt.down {
+				h.bind.Start()
+			}
+			assert.Contains(t, err.Error(), tt.wantText)
+			assert.NotContains(t, err.Error(), h.bind.TSIGSecret)
+			assert.NotContains(t, err.Error(), wrongSecret)
+
+			st := h.status(cfg, "keep")
+			assert.Contains(t, st.LastError, tt.wantText, "status names the provider and the domain")
+			assert.Equal(t, "dns", st.Reason)
+			assert.Equal(t, 1, st.Failures)
+			assert.True(t, st.RetryAt.After(h.clock.Now()), "backed off until %s", st.RetryAt)
+			assert.Equal(t, 1, h.failures("dns"))
+
+			assert.Equal(t, before, mustRead(t, h.yml("keep")), "the certificate in service is untouched")
+			assert.Equal(t, serial(old), serial(h.served("keep")))
+			assert.Empty(t, h.bind.ChallengeRecords(t), "no challenge record left in the zone")
+			assert.NotContains(t, h.logs.String(), h.bind.TSIGSecret)
+		})
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(data)
+}
