@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/certfetch/certfetch/fetcher"
+	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/internal/testkit/loopbackdns"
 	"github.com/certfetch/certfetch/internal/testkit/testca"
 	"github.com/certfetch/certfetch/internal/testkit/testservers"
@@ -183,4 +185,75 @@ func mustRead(t *testing.T, path string) string {
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)
 	return string(data)
+}
+
+// dnsResolver parses a configuration whose only resolver, dns, has challenge (a
+// dnsChallenge block indented by four spaces).
+func dnsResolver(t *testing.T, challenge string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse("certfetch.yml", []byte("output: {file: {directory: /srv/traefik}}\nresolvers:\n  dns:\n    caServer: https://ca.example/dir\n"+challenge))
+	require.NoError(t, err)
+	return cfg
+}
+
+// TestCheckDNSProviders: `certfetch check` constructs each DNS-01 resolver's provider
+// without any network (nothing listens on the nameserver given), and names the resolver,
+// the provider and the missing variable, never a value.
+func TestCheckDNSProviders(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		desc    string
+		env     string
+		wantErr string
+	}{
+		{desc: "variables present", env: "        RFC2136_NAMESERVER: 192.0.2.53\n        RFC2136_TSIG_KEY: k.\n        RFC2136_TSIG_SECRET: " + tsigSecretForCheck + "\n"},
+		{desc: "nameserver missing", env: "        RFC2136_TSIG_KEY: k.\n        RFC2136_TSIG_SECRET: " + tsigSecretForCheck + "\n",
+			wantErr: "resolver dns: dns-01 provider rfc2136: dnsupdate: some credentials information are missing: DNSUPDATE_NAMESERVER"},
+		{desc: "TSIG algorithm unknown", env: "        RFC2136_NAMESERVER: 192.0.2.53\n        RFC2136_TSIG_KEY: k.\n        RFC2136_TSIG_SECRET: " + tsigSecretForCheck + "\n        RFC2136_TSIG_ALGORITHM: md4.\n",
+			wantErr: "resolver dns: dns-01 provider rfc2136: dnsupdate: unsupported TSIG algorithm: [redacted]"}, // every env value counts as a secret,
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			t.Parallel()
+			cfg := dnsResolver(t, "    dnsChallenge:\n      provider: rfc2136\n      resolvers: [192.0.2.53]\n      env:\n"+tt.env)
+			err := fetcher.CheckDNSProviders(cfg)
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.EqualError(t, err, tt.wantErr)
+			assert.NotContains(t, err.Error(), tsigSecretForCheck)
+		})
+	}
+}
+
+const tsigSecretForCheck = "c2VjcmV0LWZvci10aGUtY2hlY2s="
+
+// TestProbeDNS: `certfetch probe-dns` presents a record through the provider, sees it
+// propagate, removes it; with a wrong key it fails naming the provider and the record, and
+// leaves nothing in the zone either way.
+func TestProbeDNS(t *testing.T) {
+	t.Parallel()
+	bind := testservers.StartBIND(t)
+	wrongSecret := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	for _, tt := range []struct {
+		desc, secret, wantErr string
+	}{
+		{desc: "credentials work", secret: bind.TSIGSecret},
+		{desc: "wrong TSIG key", secret: wrongSecret, wantErr: "resolver dns: probe _acme-challenge.probe.dns.test: dns-01 rfc2136: present _acme-challenge.probe.dns.test: "},
+	} {
+		t.Run(tt.desc, func(t *testing.T) {
+			cfg := dnsResolver(t, dnsChallenge(bind, tt.secret, bind.Addr))
+			got, err := fetcher.ProbeDNS(t.Context(), cfg.Resolvers["dns"], "probe.dns.test")
+			assert.Equal(t, "_acme-challenge.probe.dns.test", got.Record)
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				assert.Positive(t, got.Visible)
+			} else {
+				require.ErrorContains(t, err, tt.wantErr)
+				assert.NotContains(t, err.Error(), tt.secret)
+			}
+			assert.Empty(t, bind.ChallengeRecords(t), "no probe record left in the zone")
+		})
+	}
 }

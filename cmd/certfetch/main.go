@@ -60,6 +60,9 @@ Usage:
   certfetch probe      [--config FILE] [--resolver NAME] [--count N] [--names a,b] [--timeout D] [--json]
                                          measure the CA with N REAL orders (real certificates are
                                          issued, not stored) and recommend timeouts
+  certfetch probe-dns  [--config FILE] [--resolver NAME] [--timeout D] DOMAIN
+                                         try a DNS-01 resolver's provider: create, see and remove a
+                                         test TXT record at _acme-challenge.DOMAIN (no order)
   certfetch demo       [--ca-delay 42s] [--timeout 30s] [--dir DIR]
                                          self-contained demo against a local slow test CA
   certfetch version                      print version, VCS revision and Go version (also --version)
@@ -86,6 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"revoke":     cmdRevoke,
 		"thumbprint": cmdThumbprint,
 		"probe":      cmdProbe,
+		"probe-dns":  cmdProbeDNS,
 		"demo":       cmdDemo,
 		"version":    cmdVersion,
 		"--version":  cmdVersion,
@@ -393,6 +397,12 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	_, cfg, path, code, ok := configCommand("check [--config FILE]", args, stderr, nil)
 	if !ok {
 		return code
+	}
+	// DNS-01 providers are built offline: the name is known and the required variables are
+	// present. Their credentials are tried by probe-dns, not here.
+	if err := fetcher.CheckDNSProviders(cfg); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", path, err)
+		return exitUsage
 	}
 	fmt.Fprintf(stdout, "%s: OK (%d resolvers, %d certificates)\n", path, len(cfg.Resolvers), len(cfg.Certificates))
 	return exitOK

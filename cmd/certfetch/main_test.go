@@ -62,6 +62,15 @@ output:
 `), 0o600))
 	bad := filepath.Join(dir, "bad.yml")
 	require.NoError(t, os.WriteFile(bad, []byte("timeout: 30\nresolvers: {}\n"), 0o600))
+	// DNS-01 resolvers: check builds the provider offline (nothing answers on 192.0.2.53).
+	dnsConfig := func(name, env string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte("storage: "+filepath.Join(dir, "state")+"\noutput: {file: {directory: "+filepath.Join(dir, "out")+"}}\n"+
+			"resolvers:\n  dns:\n    caServer: https://ca.example/dir\n    dnsChallenge:\n      provider: rfc2136\n      env: {"+env+"}\n"), 0o600))
+		return p
+	}
+	dnsGood := dnsConfig("dns.yml", "RFC2136_NAMESERVER: 192.0.2.53, RFC2136_TSIG_KEY: k., RFC2136_TSIG_SECRET: c2VjcmV0LXZhbHVl")
+	dnsMissing := dnsConfig("dns-missing.yml", "RFC2136_TSIG_KEY: k., RFC2136_TSIG_SECRET: c2VjcmV0LXZhbHVl")
 
 	tests := []struct {
 		desc       string
@@ -76,6 +85,10 @@ output:
 		{desc: "check good", args: []string{"check", "--config", good}, wantCode: exitOK, wantStdout: `good\.yml: OK \(1 resolvers, 1 certificates\)`},
 		{desc: "check bad names line and key", args: []string{"check", "--config", bad}, wantCode: exitUsage, wantStderr: "bad.yml:1: timeout: "},
 		{desc: "check missing file", args: []string{"check", "--config", filepath.Join(dir, "nope.yml")}, wantCode: exitUsage, wantStderr: "nope.yml"},
+		{desc: "check DNS-01 provider", args: []string{"check", "--config", dnsGood}, wantCode: exitOK, wantStdout: `dns\.yml: OK \(1 resolvers, 0 certificates\)`},
+		{desc: "check DNS-01 variable missing", args: []string{"check", "--config", dnsMissing}, wantCode: exitUsage, wantStderr: "dns-missing.yml: resolver dns: dns-01 provider rfc2136: dnsupdate: some credentials information are missing: DNSUPDATE_NAMESERVER"},
+		{desc: "probe-dns on an HTTP-01 resolver", args: []string{"probe-dns", "--config", good, "www.example.test"}, wantCode: exitFailure, wantStderr: "resolver le answers HTTP-01; probe-dns needs a dnsChallenge"},
+		{desc: "probe-dns without domain", args: []string{"probe-dns", "--config", good}, wantCode: exitUsage, wantStderr: "Usage: certfetch probe-dns"},
 		{desc: "check help", args: []string{"check", "--help"}, wantCode: exitOK, wantStderr: "Usage: certfetch check"},
 		{desc: "thumbprint", args: []string{"thumbprint", "--config", good}, wantCode: exitOK, wantStdout: `^[A-Za-z0-9_-]{43}\n$`},
 		{desc: "thumbprint unknown resolver", args: []string{"thumbprint", "--config", good, "zz"}, wantCode: exitUsage, wantStderr: `unknown resolver "zz"`},
