@@ -274,6 +274,7 @@ func (d *Daemon) Run(ctx context.Context, onVisit func()) error {
 		d.startDiscovery(ctx)
 		go d.discover(ctx)
 	}
+	d.cleanUpLeftovers(ctx)
 	d.sched.set(ctx, d.names())
 	d.HandleRequests(ctx)
 	d.sweep(ctx)
@@ -294,6 +295,7 @@ func (d *Daemon) Once(ctx context.Context) error {
 	if d.discovering() {
 		discoveryErr = d.startDiscovery(ctx)
 	}
+	d.cleanUpLeftovers(ctx)
 	d.HandleRequests(ctx)
 	names := d.names()
 	errs := make([]error, len(names), len(names)+1)

@@ -12,8 +12,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/certfetch/certfetch/acme"
 	"github.com/certfetch/certfetch/fetcher"
 	"github.com/certfetch/certfetch/fetcher/config"
+	"github.com/certfetch/certfetch/fetcher/dnsprovider"
+	"github.com/certfetch/certfetch/internal/secret"
 	"github.com/certfetch/certfetch/internal/testkit/loopbackdns"
 	"github.com/certfetch/certfetch/internal/testkit/testca"
 	"github.com/certfetch/certfetch/internal/testkit/testservers"
@@ -256,4 +259,47 @@ func TestProbeDNS(t *testing.T) {
 			assert.Empty(t, bind.ChallengeRecords(t), "no probe record left in the zone")
 		})
 	}
+}
+
+// TestDNS01StartUpRemovesCrashLeftovers: a process killed between presenting a record
+// and cleaning it up leaves the record in the zone and listed in the journal. The next
+// start removes it before any visit, even though the certificate's next attempt waits
+// for a back-off, and keeps the order journaled (one order in all).
+func TestDNS01StartUpRemovesCrashLeftovers(t *testing.T) {
+	t.Parallel()
+	var unseen string
+	h := newDNSHarness(t, func(b *testservers.BIND) string {
+		lb, err := loopbackdns.Start()
+		require.NoError(t, err)
+		t.Cleanup(func() { assert.NoError(t, lb.Close()) })
+		unseen = lb.Addr()
+		return dnsChallenge(b, b.TSIGSecret, lb.Addr())
+	})
+	path := h.dir + "/certfetch.yml"
+	h.config()
+	withCert := strings.Replace(mustRead(t, path), "certificates: []", "certificates:\n  - name: crash\n    domains: [crash.dns.test]", 1)
+	require.Error(t, h.daemon(loadConfig(t, path, withCert)).Once(t.Context()), "propagation is never observed")
+	orders := h.orders()
+	require.Len(t, orders, 1, "the order stays journaled")
+
+	// What a killed process leaves: a record journaled as presented, and in the zone.
+	leftover := acme.PresentedChallenge{Domain: "crash.dns.test", Token: "token-of-the-killed-attempt", KeyAuth: "key-authorization"}
+	orders[0].Presented = append(orders[0].Presented, leftover)
+	require.NoError(t, h.Store.Journal().Save(t.Context(), orders[0]))
+	provider, err := dnsprovider.New("rfc2136", map[string]secret.Secret{
+		"RFC2136_NAMESERVER": secret.New(h.bind.Addr), "RFC2136_TSIG_KEY": secret.New(h.bind.TSIGKey),
+		"RFC2136_TSIG_ALGORITHM": secret.New(h.bind.TSIGAlgorithm), "RFC2136_TSIG_SECRET": secret.New(h.bind.TSIGSecret),
+	})
+	require.NoError(t, err)
+	require.NoError(t, provider.Present(leftover.Domain, leftover.Token, leftover.KeyAuth))
+	require.Len(t, h.bind.ChallengeRecords(t), 1)
+
+	// The next start: the back-off of the failed attempt is still running.
+	fixed := loadConfig(t, path, strings.Replace(withCert, unseen, h.bind.Addr, 1))
+	require.Error(t, h.daemon(fixed).Once(t.Context()), "the back-off is still running")
+	assert.Empty(t, h.bind.ChallengeRecords(t), "the leftover record is removed at start")
+	orders = h.orders()
+	require.Len(t, orders, 1, "the order stays journaled for the next attempt")
+	assert.Empty(t, orders[0].Presented)
+	assert.Equal(t, 1, h.CA.Stats().NewOrders)
 }

@@ -343,9 +343,7 @@ func (v *visit) forgetLeftover(ctx context.Context, key string) {
 }
 
 // request is the ACME request for the certificate as configured.
-func (v *visit) request() acme.Request {
-	return acme.Request{Names: v.cert.Domains, KeyType: v.cert.KeyType, Profile: v.r.cfg.Profile, PreferredChain: v.r.cfg.PreferredChain}
-}
+func (v *visit) request() acme.Request { return request(v.cert, v.r.cfg) }
 
 // refreshRenewalInfo asks the CA when to renew (ARI, RFC 9773) and moves RenewAt into the
 // suggested window when it is outside it. A CA without ARI, or an ARI failure, leaves the
