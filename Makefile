@@ -28,6 +28,7 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags certfetch_dns_rfc2136 ./fetcher/dnsprovider/ ./cmd/certfetch/
 	cd test/yaegi && $(GO) vet ./...
 	cd dist/package && $(GO) vet ./...
 
@@ -47,6 +48,7 @@ STEPCA_BIN     ?= $(STEPCA_CACHE)/step-ca-$(STEPCA_VERSION)
 ## outside the tree, like Traefik below.
 test-go: $(STEPCA_BIN)
 	STEPCA_BIN=$(STEPCA_BIN) $(GO) test ./...
+	$(GO) test -tags certfetch_dns_rfc2136 ./fetcher/dnsprovider/
 
 ## test-yaegi: the plugin's own tests, interpreted (Go 1.21 semantics).
 test-yaegi:

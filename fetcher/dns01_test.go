@@ -3,7 +3,6 @@ package fetcher_test
 import (
 	"crypto/x509"
 	"encoding/base64"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -27,28 +26,6 @@ import (
 type dnsHarness struct {
 	*harness
 	bind *testservers.BIND
-}
-
-// dnsChallenge is the resolver's dnsChallenge block for bind: the provider's variables in
-// env (short timeouts: loopback answers in microseconds, and the propagation timeout is
-// what "never observed" waits), the propagation check against resolver (BIND itself
-// unless a test says otherwise) and no check of the authoritative servers, which BIND
-// announces on port 53 while it listens on another one.
-func dnsChallenge(bind *testservers.BIND, secret, resolver string) string {
-	return fmt.Sprintf(`    dnsChallenge:
-      provider: rfc2136
-      resolvers: [%q]
-      propagation: {disableANSChecks: true, requireAllRNS: true}
-      env:
-        RFC2136_NAMESERVER: %q
-        RFC2136_TSIG_KEY: %q
-        RFC2136_TSIG_ALGORITHM: %q
-        RFC2136_TSIG_SECRET: %q
-        RFC2136_DNS_TIMEOUT: 2
-        RFC2136_PROPAGATION_TIMEOUT: 3
-        RFC2136_POLLING_INTERVAL: 1
-        RFC2136_SEQUENCE_INTERVAL: 1
-`, resolver, bind.Addr, bind.TSIGKey, bind.TSIGAlgorithm, secret)
 }
 
 func newDNSHarness(t *testing.T, challenge func(bind *testservers.BIND) string) *dnsHarness {
@@ -75,7 +52,7 @@ func (h *dnsHarness) verifyFor(leaf *x509.Certificate, name string) {
 // and no _acme-challenge record is left in BIND's zone.
 func TestDNS01WildcardAndApexInTheDaemon(t *testing.T) {
 	t.Parallel()
-	h := newDNSHarness(t, func(b *testservers.BIND) string { return dnsChallenge(b, b.TSIGSecret, b.Addr) })
+	h := newDNSHarness(t, func(b *testservers.BIND) string { return b.DNSChallenge(b.TSIGSecret, b.Addr) })
 	h.config()
 	path := h.dir + "/certfetch.yml"
 	cfg := loadConfig(t, path, strings.Replace(mustRead(t, path), "certificates: []", "certificates:\n  - domains: [\"*.dns.test\", dns.test]", 1))
@@ -110,17 +87,17 @@ func TestDNS01FailuresKeepTheCertificateInService(t *testing.T) {
 	}{
 		{
 			desc: "wrong TSIG key", domain: "badkey.dns.test",
-			broken:   func(_ *testing.T, b *testservers.BIND) string { return dnsChallenge(b, wrongSecret, b.Addr) },
+			broken:   func(_ *testing.T, b *testservers.BIND) string { return b.DNSChallenge(wrongSecret, b.Addr) },
 			wantText: "dns-01 rfc2136: present _acme-challenge.badkey.dns.test: ",
 		},
 		{
 			desc: "server down", domain: "down.dns.test", down: true,
-			broken:   func(_ *testing.T, b *testservers.BIND) string { return dnsChallenge(b, b.TSIGSecret, b.Addr) },
+			broken:   func(_ *testing.T, b *testservers.BIND) string { return b.DNSChallenge(b.TSIGSecret, b.Addr) },
 			wantText: "dns-01 rfc2136: present _acme-challenge.down.dns.test: ",
 		},
 		{
 			desc: "zone not authoritative", domain: "x." + strings.TrimSuffix(testservers.BINDOutsideZone, "."),
-			broken:   func(_ *testing.T, b *testservers.BIND) string { return dnsChallenge(b, b.TSIGSecret, b.Addr) },
+			broken:   func(_ *testing.T, b *testservers.BIND) string { return b.DNSChallenge(b.TSIGSecret, b.Addr) },
 			wantText: "dns-01 rfc2136: present _acme-challenge.x.elsewhere.test: ",
 		},
 		{
@@ -130,7 +107,7 @@ func TestDNS01FailuresKeepTheCertificateInService(t *testing.T) {
 				lb, err := loopbackdns.Start()
 				require.NoError(t, err)
 				t.Cleanup(func() { assert.NoError(t, lb.Close()) })
-				return dnsChallenge(b, b.TSIGSecret, lb.Addr())
+				return b.DNSChallenge(b.TSIGSecret, lb.Addr())
 			},
 			wantText: "dns-01 rfc2136: _acme-challenge.unseen.dns.test not visible after 3s",
 		},
@@ -138,7 +115,7 @@ func TestDNS01FailuresKeepTheCertificateInService(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
 			t.Parallel()
-			h := newDNSHarness(t, func(b *testservers.BIND) string { return dnsChallenge(b, b.TSIGSecret, b.Addr) })
+			h := newDNSHarness(t, func(b *testservers.BIND) string { return b.DNSChallenge(b.TSIGSecret, b.Addr) })
 			path := h.dir + "/certfetch.yml"
 			h.config()
 			withCert := strings.Replace(mustRead(t, path), "certificates: []", "certificates:\n  - name: keep\n    domains: ["+tt.domain+"]", 1)
@@ -154,7 +131,7 @@ func TestDNS01FailuresKeepTheCertificateInService(t *testing.T) {
 
 			// Renewal is due, and the DNS side is broken.
 			h.clock.Advance(time.Until(old.NotAfter) * 2 / 3)
-			brokenCfg := strings.Replace(withCert, dnsChallenge(h.bind, h.bind.TSIGSecret, h.bind.Addr), tt.broken(t, h.bind), 1)
+			brokenCfg := strings.Replace(withCert, h.bind.DNSChallenge(h.bind.TSIGSecret, h.bind.Addr), tt.broken(t, h.bind), 1)
 			cfg := loadConfig(t, path, brokenCfg)
 			if tt.down {
 				h.bind.Kill()
@@ -246,7 +223,7 @@ func TestProbeDNS(t *testing.T) {
 		{desc: "wrong TSIG key", secret: wrongSecret, wantErr: "resolver dns: probe _acme-challenge.probe.dns.test: dns-01 rfc2136: present _acme-challenge.probe.dns.test: "},
 	} {
 		t.Run(tt.desc, func(t *testing.T) {
-			cfg := dnsResolver(t, dnsChallenge(bind, tt.secret, bind.Addr))
+			cfg := dnsResolver(t, bind.DNSChallenge(tt.secret, bind.Addr))
 			got, err := fetcher.ProbeDNS(t.Context(), cfg.Resolvers["dns"], "probe.dns.test")
 			assert.Equal(t, "_acme-challenge.probe.dns.test", got.Record)
 			if tt.wantErr == "" {
@@ -273,7 +250,7 @@ func TestDNS01StartUpRemovesCrashLeftovers(t *testing.T) {
 		require.NoError(t, err)
 		t.Cleanup(func() { assert.NoError(t, lb.Close()) })
 		unseen = lb.Addr()
-		return dnsChallenge(b, b.TSIGSecret, lb.Addr())
+		return b.DNSChallenge(b.TSIGSecret, lb.Addr())
 	})
 	path := h.dir + "/certfetch.yml"
 	h.config()
