@@ -25,7 +25,7 @@ type Error struct {
 	Domain string
 	// Offset is the byte offset of a JSON syntax error (the file is truncated
 	// or garbled there), 0 otherwise.
-	Offset int64
+	Offset  int64
 	Problem string
 }
 
