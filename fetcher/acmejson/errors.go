@@ -2,6 +2,7 @@ package acmejson
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,20 +88,13 @@ func syntaxError(data []byte, err error) *Error {
 		e.Offset = syntax.Offset
 	case errors.As(err, &typ):
 		e.Offset = typ.Offset
-		e.Problem = fmt.Sprintf("not the acme.json layout: %s is a JSON %s, want %s", cmpOr(typ.Field, "the document"), typ.Value, typ.Type)
+		e.Problem = fmt.Sprintf("not the acme.json layout: %s is a JSON %s, want %s", cmp.Or(typ.Field, "the document"), typ.Value, typ.Type)
 	}
 	e.Resolver, e.Index, e.Domain = locate(data, e.Offset)
 	if e.Offset >= int64(len(bytes.TrimRight(data, " \t\r\n"))) {
 		e.Problem += " (the file ends early: truncated)"
 	}
 	return e
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // frame is an open JSON object or array on locate's stack.
