@@ -187,3 +187,132 @@ func TestImportKeepsTheAccountAndTheCertificates(t *testing.T) {
 		})
 	}
 }
+
+// TestImportPlan covers what PlanImport decides without a CA: synthetic acme.json
+// files (acmejsontest) against a state directory.
+func TestImportPlan(t *testing.T) {
+	t.Parallel()
+	const caURL = "https://ca.example.test:14000/dir"
+	now := time.Now()
+	key := func(name string) crypto.Signer { return acmejsontest.Key(t, "P256", name) }
+	certFor := func(name string, notBefore time.Time) acmejsontest.Entry {
+		return acmejsontest.Entry{Main: name, Key: key(name), CertPEM: acmejsontest.Certificate(t, key(name), notBefore, notBefore.Add(90*24*time.Hour), name)}
+	}
+	account := func(url, keyName string) *acmejsontest.Account {
+		return &acmejsontest.Account{Email: "ops@example.test", URL: url, Key: acmejsontest.Key(t, "2048", keyName)}
+	}
+	current := certFor("a.example.test", now.Add(-time.Hour))
+	older := certFor("a.example.test", now.Add(-48*time.Hour))
+	older.Key, older.CertPEM = current.Key, acmejsontest.Certificate(t, current.Key, now.Add(-48*time.Hour), now.Add(40*24*time.Hour), "a.example.test")
+
+	tests := []struct {
+		desc string
+		file map[string]*acmejsontest.Resolver
+		opts fetcher.ImportOptions
+		// stored is imported first (its own file), so that the store holds it.
+		stored map[string]*acmejsontest.Resolver
+		// want is the account action per Traefik resolver, then the certificate actions.
+		want map[string][]fetcher.ImportAction
+		why  string // in some Why
+	}{
+		{desc: "an unknown certfetch resolver is refused",
+			file: map[string]*acmejsontest.Resolver{"other": {Account: account(caURL+"/acct/1", "x"), Certificates: []acmejsontest.Entry{current}}},
+			want: map[string][]fetcher.ImportAction{"other": {fetcher.ImportRefuse, fetcher.ImportRefuse}},
+			why:  `-resolver other=NAME`},
+		{desc: "mapped to a certfetch resolver with -resolver",
+			file: map[string]*acmejsontest.Resolver{"other": {Account: account(caURL+"/acct/1", "x"), Certificates: []acmejsontest.Entry{current}}},
+			opts: fetcher.ImportOptions{Resolvers: map[string]string{"other": "le"}},
+			want: map[string][]fetcher.ImportAction{"other": {fetcher.ImportNew, fetcher.ImportNew}}},
+		{desc: "skipped on purpose with -resolver NAME=",
+			file: map[string]*acmejsontest.Resolver{
+				"dns": {Account: account("https://elsewhere.example.test/acct/9", "y"), Certificates: []acmejsontest.Entry{certFor("b.example.test", now)}},
+				"le":  {Account: account(caURL+"/acct/1", "x"), Certificates: []acmejsontest.Entry{current}},
+			},
+			opts: fetcher.ImportOptions{Resolvers: map[string]string{"dns": ""}},
+			want: map[string][]fetcher.ImportAction{"dns": {fetcher.ImportSkip, fetcher.ImportSkip}, "le": {fetcher.ImportNew, fetcher.ImportNew}}},
+		{desc: "an account at another CA is refused",
+			file: map[string]*acmejsontest.Resolver{"le": {Account: account("https://acme-v02.api.letsencrypt.org/acme/acct/1", "x"), Certificates: []acmejsontest.Entry{current}}},
+			want: map[string][]fetcher.ImportAction{"le": {fetcher.ImportRefuse, fetcher.ImportRefuse}},
+			why:  "the account is at https://acme-v02.api.letsencrypt.org:443, resolver le's caServer at https://ca.example.test:14000"},
+		{desc: "unless -allow-ca-mismatch",
+			file: map[string]*acmejsontest.Resolver{"le": {Account: account("https://accounts.example.test/acct/1", "x"), Certificates: []acmejsontest.Entry{current}}},
+			opts: fetcher.ImportOptions{AllowCAMismatch: true},
+			want: map[string][]fetcher.ImportAction{"le": {fetcher.ImportNew, fetcher.ImportNew}},
+			why:  "allowed by -allow-ca-mismatch"},
+		{desc: "another account in the store is never replaced",
+			stored: map[string]*acmejsontest.Resolver{"le": {Account: account(caURL+"/acct/1", "x")}},
+			file:   map[string]*acmejsontest.Resolver{"le": {Account: account(caURL+"/acct/2", "z"), Certificates: []acmejsontest.Entry{current}}},
+			want:   map[string][]fetcher.ImportAction{"le": {fetcher.ImportRefuse, fetcher.ImportRefuse}},
+			why:    "certfetch never replaces an account"},
+		{desc: "two Traefik resolvers with two accounts for one certfetch resolver",
+			file: map[string]*acmejsontest.Resolver{
+				"a": {Account: account(caURL+"/acct/1", "x")},
+				"b": {Account: account(caURL+"/acct/2", "z")},
+			},
+			opts: fetcher.ImportOptions{Resolvers: map[string]string{"a": "le", "b": "le"}},
+			want: map[string][]fetcher.ImportAction{"a": {fetcher.ImportNew}, "b": {fetcher.ImportRefuse}},
+			why:  "a resolver has one account per CA"},
+		{desc: "the store holds a newer certificate: kept",
+			stored: map[string]*acmejsontest.Resolver{"le": {Account: account(caURL+"/acct/1", "x"), Certificates: []acmejsontest.Entry{current}}},
+			file:   map[string]*acmejsontest.Resolver{"le": {Account: account(caURL+"/acct/1", "x"), Certificates: []acmejsontest.Entry{older}}},
+			want:   map[string][]fetcher.ImportAction{"le": {fetcher.ImportUnchanged, fetcher.ImportSkip}},
+			why:    "never replaced by an older one"},
+		{desc: "the store holds an older certificate: replaced",
+			stored: map[string]*acmejsontest.Resolver{"le": {Account: account(caURL+"/acct/1", "x"), Certificates: []acmejsontest.Entry{older}}},
+			file:   map[string]*acmejsontest.Resolver{"le": {Account: account(caURL+"/acct/1", "x"), Certificates: []acmejsontest.Entry{current}}},
+			want:   map[string][]fetcher.ImportAction{"le": {fetcher.ImportUnchanged, fetcher.ImportReplace}}},
+		{desc: "two entries for the same domains: the newer one",
+			file: map[string]*acmejsontest.Resolver{"le": {Account: account(caURL+"/acct/1", "x"), Certificates: []acmejsontest.Entry{current, older}}},
+			want: map[string][]fetcher.ImportAction{"le": {fetcher.ImportNew, fetcher.ImportNew, fetcher.ImportSkip}},
+			why:  "Certificates[0] of this file holds a newer certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			t.Parallel()
+			e := &importEnv{dir: t.TempDir()}
+			e.rootFile = filepath.Join(e.dir, "root.pem") // any certificate: nothing dials the CA
+			require.NoError(t, os.WriteFile(e.rootFile, current.CertPEM, 0o600))
+			var err error
+			e.st, err = store.Open(filepath.Join(e.dir, "state"))
+			require.NoError(t, err)
+			cfg := e.config(t, caURL)
+			if tt.stored != nil {
+				e.importFile(t, cfg, acmejsontest.Marshal(t, tt.stored, acmejsontest.LegoV4), fetcher.ImportOptions{})
+			}
+			f, err := acmejson.Parse(acmejsontest.Marshal(t, tt.file, acmejsontest.LegoV5), now)
+			require.NoError(t, err)
+			plan, err := fetcher.PlanImport(t.Context(), cfg, e.st, f, tt.opts)
+			require.NoError(t, err)
+			var whys []string
+			for _, r := range plan.Resolvers {
+				got := []fetcher.ImportAction{r.Action}
+				whys = append(whys, r.Why)
+				for _, c := range r.Certificates {
+					got = append(got, c.Action)
+					whys = append(whys, c.Why)
+				}
+				assert.Equal(t, tt.want[r.Traefik], got, "resolver %s", r.Traefik)
+			}
+			assert.Len(t, plan.Resolvers, len(tt.want))
+			if tt.why != "" {
+				assert.Contains(t, strings.Join(whys, "\n"), tt.why)
+			}
+			if plan.Refused() == nil {
+				return
+			}
+			// A refused plan writes nothing.
+			before, err := e.st.Certificates(t.Context())
+			require.NoError(t, err)
+			out, err := fetcher.OpenOutput(cfg.Output, slog.New(slog.DiscardHandler))
+			require.NoError(t, err)
+			defer out.Close()
+			require.Error(t, fetcher.ApplyImport(t.Context(), e.st, out, plan, time.Second))
+			after, err := e.st.Certificates(t.Context())
+			require.NoError(t, err)
+			assert.Equal(t, before, after)
+			names, err := out.Names(t.Context())
+			require.NoError(t, err)
+			assert.Len(t, names, len(before), "nothing new published")
+		})
+	}
+}
