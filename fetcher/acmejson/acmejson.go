@@ -156,20 +156,22 @@ type certAndStore struct {
 
 // Parse reads an acme.json document; now decides which certificates are
 // expired. It imports nothing: a file with any problem (not JSON, truncated,
-// an account or an entry that does not check out) is refused as a whole with
-// Errors naming every resolver and entry at fault. Entries that are merely
-// not importable (Skip) are not problems.
+// an account or an entry that does not check out) is refused as a whole, with
+// one *Error per problem (errors.Join: one line each, resolvers in name order,
+// entries in file order) naming every resolver and entry at fault, so that
+// one run shows them all. Entries that are merely not importable (Skip) are
+// not problems.
 func Parse(data []byte, now time.Time) (*File, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, Errors{{Problem: "the file is empty: Traefik has stored nothing in it"}}
+		return nil, &Error{Index: AccountIndex, Problem: "the file is empty: Traefik has stored nothing in it"}
 	}
 	var raw map[string]*storedData
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, Errors{syntaxError(data, err)}
+		return nil, syntaxError(data, err)
 	}
 	var (
 		f    File
-		errs Errors
+		errs []error
 	)
 	for _, name := range slices.Sorted(maps.Keys(raw)) {
 		r, rerrs := parseResolver(name, raw[name], now)
@@ -177,17 +179,17 @@ func Parse(data []byte, now time.Time) (*File, error) {
 		f.Resolvers = append(f.Resolvers, r)
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, errors.Join(errs...)
 	}
 	return &f, nil
 }
 
-func parseResolver(name string, sd *storedData, now time.Time) (*Resolver, Errors) {
+func parseResolver(name string, sd *storedData, now time.Time) (*Resolver, []error) {
 	r := &Resolver{Name: name}
 	if sd == nil {
 		return r, nil
 	}
-	var errs Errors
+	var errs []error
 	fail := func(index int, domain, format string, args ...any) {
 		errs = append(errs, &Error{Resolver: name, Index: index, Domain: domain, Problem: fmt.Sprintf(format, args...)})
 	}

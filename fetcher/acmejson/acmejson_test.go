@@ -211,7 +211,7 @@ func TestParseRefusesBadFiles(t *testing.T) {
 		{
 			desc: "empty file",
 			data: func(*testing.T) []byte { return []byte("\n") },
-			want: []acmejson.Error{{Index: 0, Problem: "empty"}},
+			want: []acmejson.Error{{Problem: "empty"}},
 		},
 		{
 			desc: "key and certificate do not match",
@@ -286,8 +286,7 @@ func TestParseRefusesBadFiles(t *testing.T) {
 			file, err := acmejson.Parse(tt.data(t), now)
 			require.Error(t, err)
 			assert.Nil(t, file, "a bad file yields nothing to import")
-			var errs acmejson.Errors
-			require.True(t, errors.As(err, &errs), "%T", err)
+			errs := problems(t, err)
 			require.Len(t, errs, len(tt.want), "%v", err)
 			for i, w := range tt.want {
 				assert.Equal(t, w.Resolver, errs[i].Resolver, "%v", errs[i])
@@ -300,6 +299,24 @@ func TestParseRefusesBadFiles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// problems returns the *acmejson.Error values of a Parse error.
+func problems(t *testing.T, err error) []*acmejson.Error {
+	t.Helper()
+	var single *acmejson.Error
+	if errors.As(err, &single) && single == err {
+		return []*acmejson.Error{single}
+	}
+	joined, ok := err.(interface{ Unwrap() []error })
+	require.True(t, ok, "%T", err)
+	var out []*acmejson.Error
+	for _, e := range joined.Unwrap() {
+		var pe *acmejson.Error
+		require.True(t, errors.As(e, &pe), "%T", e)
+		out = append(out, pe)
+	}
+	return out
 }
 
 func TestErrorText(t *testing.T) {

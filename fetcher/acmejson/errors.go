@@ -51,28 +51,6 @@ func (e *Error) Error() string {
 	return strings.Join(append(parts, e.Problem), ": ")
 }
 
-// Errors is every problem Parse found, resolvers in name order and entries in
-// file order: one run shows them all.
-type Errors []*Error
-
-// Error renders one problem per line.
-func (errs Errors) Error() string {
-	lines := make([]string, len(errs))
-	for i, e := range errs {
-		lines[i] = e.Error()
-	}
-	return strings.Join(lines, "\n")
-}
-
-// Unwrap lets errors.As find the individual *Error values.
-func (errs Errors) Unwrap() []error {
-	out := make([]error, len(errs))
-	for i, e := range errs {
-		out[i] = e
-	}
-	return out
-}
-
 // syntaxError is the Error of a document encoding/json refused: where it
 // broke (the resolver and entry that were being read there) and why.
 // Traefik writes acme.json with a plain os.WriteFile, so a crash or a full

@@ -140,46 +140,43 @@ func Marshal(t testing.TB, resolvers map[string]*Resolver, f Format) []byte {
 // accountDER encodes an account key as Traefik's PrivateKey field holds it.
 func accountDER(t testing.TB, key crypto.Signer, f Format) []byte {
 	t.Helper()
-	if f == LegoV5 {
-		der, err := x509.MarshalPKCS8PrivateKey(key)
-		require.NoError(t, err)
-		return der
-	}
-	return legacyDER(t, key)
-}
-
-// legacyDER is PKCS #1 for RSA, SEC 1 for EC, PKCS #8 for anything else.
-func legacyDER(t testing.TB, key crypto.Signer) []byte {
-	t.Helper()
-	switch k := key.(type) {
-	case *rsa.PrivateKey:
-		return x509.MarshalPKCS1PrivateKey(k)
-	case *ecdsa.PrivateKey:
-		der, err := x509.MarshalECPrivateKey(k)
-		require.NoError(t, err)
-		return der
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
+	_, der := encodeKey(t, key, f)
 	return der
 }
 
 // KeyPEM encodes a certificate key as Traefik stores it in format f.
 func KeyPEM(t testing.TB, key crypto.Signer, f Format) []byte {
 	t.Helper()
-	if f == LegoV5 {
-		der, err := x509.MarshalPKCS8PrivateKey(key)
-		require.NoError(t, err)
-		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	}
-	blockType := "PRIVATE KEY"
-	switch key.(type) {
+	blockType, der := encodeKey(t, key, f)
+	return pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der})
+}
+
+// encodeKey returns the DER of key in format f and its PEM block type: lego v4
+// writes PKCS #1 for RSA and SEC 1 for EC, lego v5 (and v4 for other keys)
+// PKCS #8.
+func encodeKey(t testing.TB, key crypto.Signer, f Format) (string, []byte) {
+	t.Helper()
+	var (
+		blockType = "PRIVATE KEY"
+		der       []byte
+		err       error
+	)
+	switch k := key.(type) {
 	case *rsa.PrivateKey:
-		blockType = "RSA PRIVATE KEY"
+		if f == LegoV4 {
+			blockType, der = "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k)
+		}
 	case *ecdsa.PrivateKey:
-		blockType = "EC PRIVATE KEY"
+		if f == LegoV4 {
+			blockType = "EC PRIVATE KEY"
+			der, err = x509.MarshalECPrivateKey(k)
+		}
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: legacyDER(t, key)})
+	if der == nil && err == nil {
+		der, err = x509.MarshalPKCS8PrivateKey(key)
+	}
+	require.NoError(t, err)
+	return blockType, der
 }
 
 // keys caches generated keys by kind: RSA 4096 and 8192 keys take seconds.
