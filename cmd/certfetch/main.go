@@ -60,6 +60,9 @@ Usage:
   certfetch probe      [--config FILE] [--resolver NAME] [--count N] [--names a,b] [--timeout D] [--json]
                                          measure the CA with N REAL orders (real certificates are
                                          issued, not stored) and recommend timeouts
+  certfetch import-acme-json [--config FILE] [--dry-run] [--resolver TRAEFIK=CERTFETCH]... [--allow-ca-mismatch] [--json] ACME_JSON
+                                         take over the accounts and certificates of Traefik's
+                                         certificatesResolvers: nothing is ordered again
   certfetch demo       [--ca-delay 42s] [--timeout 30s] [--dir DIR]
                                          self-contained demo against a local slow test CA
   certfetch version                      print version, VCS revision and Go version (also --version)
@@ -90,6 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"version":    cmdVersion,
 		"--version":  cmdVersion,
 	}
+	commands["import-acme-json"] = cmdImportACMEJSON // apart: its long name would realign the table
 	cmd, ok := commands[args[0]]
 	if !ok {
 		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
