@@ -97,14 +97,6 @@ func (r *traefikResolver) traefikOptions(static map[string]any) traefikOptions {
 	return traefikOptions{watchDir: r.watchDir, ports: &r.ports, static: static, env: []string{"LEGO_CA_CERTIFICATES=" + r.rootFile}}
 }
 
-// startWithoutResolver starts Traefik, stopped before, again on the same ports and
-// files without the certificatesResolvers block: what a user does after the switch.
-// The routers still name the resolver.
-func (r *traefikResolver) startWithoutResolver(t testing.TB) {
-	t.Helper()
-	r.tr = startTraefik(t, r.traefikOptions(nil))
-}
-
 // waitStored waits until acme.json holds n certificates of resolver and returns it
 // parsed (Traefik writes it in the background, with a plain os.WriteFile: a read may
 // catch it half written, which Parse refuses, and the wait goes on).
@@ -139,12 +131,15 @@ func (r *traefikResolver) waitServing(t testing.TB, domain, serial string) {
 }
 
 // TestImportTraefiksOwnResolver is the switch from Traefik's certificatesResolvers with
-// the real binaries: Traefik's own resolver (HTTP-01) issues certificates for two
-// routers into acme.json (the lego v4 format, as written by Traefik itself); `certfetch
-// import-acme-json` takes them over; Traefik restarted without the resolver serves the
-// very same serials from certfetch's files, and the CA saw no new account and no new
-// order. A forced renewal then goes through the imported account: it names the imported
-// certificate in `replaces`, which Pebble accepts only from the account that ordered it.
+// the real binaries, as README's "Switching from certificatesResolvers" describes it:
+// Traefik's own resolver (HTTP-01) issues certificates for two routers into acme.json
+// (the lego v4 format, as written by Traefik itself); the user removes the resolver block
+// from Traefik, runs `certfetch import-acme-json` and `certfetch run` with discovery (no
+// certificates: in its file: the routers name them). Traefik serves the very same serials,
+// the CA saw no new account and no new order, and `certfetch status` says which routers
+// ask for each. A forced renewal through the running daemon then goes through the
+// imported account: it names the imported certificate in `replaces`, which Pebble accepts
+// only from the account that ordered it.
 func TestImportTraefiksOwnResolver(t *testing.T) {
 	t.Parallel()
 	domains := []string{"app.example.test", "api.example.test"}
@@ -167,21 +162,20 @@ func TestImportTraefiksOwnResolver(t *testing.T) {
 	bin := certfetchBinary(t)
 	configPath := filepath.Join(r.dir, "certfetch.yml")
 	stateDir := filepath.Join(r.dir, "state")
-	// Traefik's default keyType is RSA4096: the certificates say so, or the daemon would
-	// order EC256 ones. httpChallenge.listen takes Traefik's web port for the forced
-	// renewal below, when Traefik is stopped.
+	// No certificates and no keyType: the routers say which certificates, and discovered
+	// certificates keep the imported ones' type (Traefik's default RSA4096).
 	require.NoError(t, os.WriteFile(configPath, []byte(fmt.Sprintf(`storage: %q
 resolvers:
   le:
     caServer: %s
     caCertificates: [%q]
-    httpChallenge: {listen: "127.0.0.1:%d"}
-certificates:
-  - {domains: [%s], keyType: RSA4096}
-  - {domains: [%s], keyType: RSA4096}
+    httpChallenge: {stateless: true}
 output:
   file: {directory: %q}
-`, stateDir, r.ca.DirectoryURL(), r.rootFile, r.ports[0], domains[0], domains[1], r.watchDir)), 0o600))
+traefik:
+  api: {url: "http://127.0.0.1:%d"}
+  pollInterval: 1s
+`, stateDir, r.ca.DirectoryURL(), r.rootFile, r.watchDir, r.ports[2])), 0o600))
 	source, err := os.ReadFile(r.acmeJSON)
 	require.NoError(t, err)
 
@@ -209,17 +203,35 @@ output:
 		assert.Equal(t, serials[d], recordSerial(t, rec.CertPEM), "the store holds Traefik's certificate for %s", d)
 	}
 
-	r.startWithoutResolver(t)
+	// Traefik without its resolver, with its API for certfetch and the plugin's route for
+	// the challenges; the routers unchanged.
+	thumbprint, _ := run("thumbprint")
+	challenge := readYAML(t, filepath.Join(repoRoot, "testdata", "traefik", "certfetch", "acme-challenge.yml"))
+	settings := mapAt(t, mapAt(t, mapAt(t, mapAt(t, challenge, "http"), "middlewares"), middlewareName), "plugin")
+	settings[pluginName] = map[string]any{"thumbprint": strings.TrimSpace(thumbprint)}
+	writeYAML(t, filepath.Join(r.watchDir, "acme-challenge.yml"), challenge)
+	r.tr = startTraefik(t, r.traefikOptions(map[string]any{"api": map[string]any{"insecure": true}}))
+	r.tr.waitForPlugin(t)
+	daemon := startCertfetch(t, bin, "run", "--config", configPath)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		out, err := exec.Command(bin, "status", "--config", configPath).Output()
+		require.NoError(c, err, "status: %s", out)
+		for _, name := range []string{"app", "api"} {
+			assert.Regexp(c, name+`\.example\.test\s+`+name+`\.example\.test\s+le\s+routers `+name+`@file\s+published`, string(out))
+		}
+	}, time.Minute, tick, "certfetch took over the routers' certificates")
 	for _, d := range domains {
 		r.waitServing(t, d, serials[d])
 	}
 	r.tr.waitForLog(t, "Router uses a nonexistent certificate resolver", reloadTimeout)
-	assert.Equal(t, traefikStats, r.ca.Stats(), "the switch: no new account, no new order, nothing at all")
+	switched := r.ca.Stats()
+	assert.Equal(t, traefikStats.NewAccounts, switched.NewAccounts, "the switch: no new account")
+	assert.Equal(t, traefikStats.NewOrders, switched.NewOrders, "the switch: no new order")
+	assert.Equal(t, traefikStats.Finalizes, switched.Finalizes)
 	data, err := os.ReadFile(r.acmeJSON)
 	require.NoError(t, err)
 	assert.Equal(t, source, data, "acme.json is only read")
 
-	r.tr.stop(t) // the web port is certfetch's for the renewal's challenge
 	out, _ = run("renew", "--force", domains[0], "--wait", "2m")
 	t.Logf("certfetch renew --force:\n%s", out)
 	after := r.ca.Stats()
@@ -232,7 +244,10 @@ output:
 	assert.Equal(t, stored.Account.URL, acct.URL)
 	rec, err := st.LoadCertificate(t.Context(), domains[0])
 	require.NoError(t, err)
-	assert.NotEqual(t, serials[domains[0]], recordSerial(t, rec.CertPEM), "renewed")
+	renewed := recordSerial(t, rec.CertPEM)
+	assert.NotEqual(t, serials[domains[0]], renewed, "renewed")
+	r.waitServing(t, domains[0], renewed)
+	daemon.stop(t)
 }
 
 // recordSerial is the hex serial of the first certificate in certPEM.

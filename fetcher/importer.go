@@ -275,6 +275,21 @@ func origin(raw string) string {
 	return u.Scheme + "://" + strings.ToLower(u.Hostname()) + ":" + port
 }
 
+// discoveryNote says what becomes of an imported certificate the file does not configure:
+// without a traefik section the daemon withdraws it; with one it serves the routers that
+// ask for its domains, with its key type unless routers.keyType says another.
+func discoveryNote(cfg *config.Config, rc *config.Resolver, keyType acme.KeyType) string {
+	switch {
+	case cfg.Traefik == nil:
+		return "not in certificates and no traefik section: the daemon withdraws it from the outputs at its start"
+	case rc.Routers.KeyType != "" && rc.Routers.KeyType != keyType:
+		return fmt.Sprintf("resolvers.%s.routers.keyType is %s, this one has a %s key: the daemon orders a new certificate for its routers "+
+			"(remove routers.keyType to keep this one)", rc.Name, rc.Routers.KeyType, keyType)
+	default:
+		return "for the Traefik routers that ask for these domains (discovery)"
+	}
+}
+
 // certificate plans the import of one checked certificate entry.
 func (pl *planner) certificate(ctx context.Context, ci *CertificateImport, rc *config.Resolver, c *acmejson.Certificate) error {
 	ci.Name, ci.Domains = config.DerivedName(c.Domains[0]), c.Domains
@@ -285,7 +300,7 @@ func (pl *planner) certificate(ctx context.Context, ci *CertificateImport, rc *c
 				"at its first visit (set keyType: %s on it to keep this one)", conf.Name, conf.KeyType, c.KeyType, c.KeyType)
 		}
 	} else {
-		ci.Note = "not in certificates: the daemon withdraws it from the outputs at its start unless Traefik discovery names it"
+		ci.Note = discoveryNote(pl.cfg, rc, c.KeyType)
 	}
 	ci.RenewAt = renewAt(c.NotBefore, c.NotAfter, pl.cfg.Renewal.RemainingFraction)
 	ci.rec = &store.Certificate{Name: ci.Name, Resolver: rc.Name, Domains: ci.Domains, CertPEM: c.CertPEM, KeyPEM: c.KeyPEM,
