@@ -398,7 +398,11 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	fmt.Fprintf(stdout, "%s: OK (%d resolvers, %d certificates)\n", path, len(cfg.Resolvers), len(cfg.Certificates))
+	var discovered string
+	if cfg.Traefik != nil {
+		discovered = ", and those of Traefik's routers at " + cfg.Traefik.API.URL
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d resolvers, %d certificates%s)\n", path, len(cfg.Resolvers), len(cfg.Certificates), discovered)
 	return exitOK
 }
 
