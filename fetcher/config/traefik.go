@@ -160,3 +160,7 @@ func (d *decoder) routers(f *field, resolver string) Routers {
 // MaxNameLength is the longest certificate name: names of discovered certificates are
 // shortened to fit it.
 const MaxNameLength = maxNameLength
+
+// CheckDomain returns what is wrong with a lower-case DNS name as a certificate's domain
+// ("" when nothing is): for names that come from Traefik's routers rather than the file.
+func CheckDomain(domain string) string { return checkDomain(domain) }
