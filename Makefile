@@ -4,13 +4,13 @@ GO       ?= go
 YAEGI    := $(GO) run github.com/traefik/yaegi/cmd/yaegi@v0.16.1
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
-.PHONY: test test-deps test-binaries test-go test-yaegi test-plugin-loader test-package test-e2e lint bench fuzz
+.PHONY: test test-deps test-binaries test-go test-yaegi test-plugin-loader test-traefik-rules test-package test-e2e lint bench fuzz fuzz-rules
 
 ## test: every test: the module, the plugin under `yaegi test`, and the nested
 ## module that loads the plugin the way Traefik and the plugin catalog do,
 ## and the end-to-end suite against a real Traefik (test-e2e). test-deps
 ## comes first. On a machine without make, run scripts/test.
-test: test-deps lint test-binaries test-go test-yaegi test-plugin-loader test-package test-e2e
+test: test-deps lint test-binaries test-go test-yaegi test-plugin-loader test-traefik-rules test-package test-e2e
 
 ## test-binaries: builds the step-ca and Traefik binaries the tests run, both
 ## at once: on a fresh machine most of each build is waiting on the module
@@ -30,6 +30,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags certfetch_dns_rfc2136 ./fetcher/dnsprovider/ ./cmd/certfetch/
 	cd test/yaegi && $(GO) vet ./...
+	cd test/traefik/rules && $(GO) vet ./...
 	cd dist/package && $(GO) vet ./...
 
 ## step-ca: Smallstep's ACME CA, built from test/stepca (a nested module, so
@@ -56,6 +57,13 @@ test-yaegi:
 
 test-plugin-loader:
 	cd test/yaegi && $(GO) test ./...
+
+## test-traefik-rules: certfetch's router rule parser (fetcher/traefik) against
+## Traefik v3.6.12's own ParseDomains and ParseHostSNI, in the nested module
+## test/traefik/rules (its own, so that the Traefik build in test/traefik
+## keeps Traefik's dependency versions). `make fuzz-rules` fuzzes the same.
+test-traefik-rules:
+	cd test/traefik/rules && $(GO) test ./...
 
 ## test-package: the .deb and .rpm built with nfpm (the nested module
 ## dist/package), checked by lintian, installed into a scratch root.
@@ -100,3 +108,6 @@ bench:
 ## fuzz: request paths and tokens against the webroot plugin.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzChallengePath -fuzztime 60s .
+
+fuzz-rules:
+	cd test/traefik/rules && $(GO) test -run '^$$' -fuzz FuzzRuleDomains -fuzztime 60s .

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/certfetch/certfetch/acme"
-	"github.com/certfetch/certfetch/internal/testkit/testsupport"
 )
 
 // TestRenewAndRevokeThroughTraefik runs the certfetch binary as an operator would: the
@@ -33,22 +31,7 @@ func TestRenewAndRevokeThroughTraefik(t *testing.T) {
 	s.daemon(t) // writes the configuration and routes the challenges to the plugin
 	configPath := filepath.Join(s.dir, "certfetch.yml")
 
-	daemon := exec.Command(bin, "run", "--config", configPath)
-	daemonLog := &testsupport.SyncBuffer{}
-	daemon.Stderr = daemonLog
-	require.NoError(t, daemon.Start())
-	exited := make(chan struct{})
-	go func() {
-		_ = daemon.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = daemon.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("certfetch run:\n%s", tail(daemonLog.String(), 60))
-		}
-	})
+	daemon := startCertfetch(t, bin, "run", "--config", configPath)
 	require.Eventually(t, func() bool {
 		_, err := os.Stat(filepath.Join(s.watchDir, s.name()+".yml"))
 		return err == nil
@@ -84,13 +67,7 @@ func TestRenewAndRevokeThroughTraefik(t *testing.T) {
 	assert.False(t, firstRevoked, "renew --force revokes nothing")
 	assert.Equal(t, 3, s.ca.Stats().NewOrders)
 
-	require.NoError(t, daemon.Process.Signal(syscall.SIGTERM))
-	select {
-	case <-exited:
-		assert.Equal(t, 0, daemon.ProcessState.ExitCode())
-	case <-time.After(time.Minute):
-		t.Fatal("certfetch run did not stop on SIGTERM")
-	}
+	daemon.stop(t)
 }
 
 // certfetchBinary builds the certfetch binary from this tree into the test's directory.

@@ -3,10 +3,7 @@
 package e2e
 
 import (
-	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -84,49 +81,10 @@ func newSlowStack(t testing.TB, domain string, timeout time.Duration) *stack {
 		http.NotFoundHandler())
 }
 
-// startBuiltinResolver runs Traefik with README's static configuration plus
-// its own ACME resolver (caServer = the test CA, httpChallenge on web,
-// LEGO_CA_CERTIFICATES = the CA's TLS root) and a router that asks it for
-// domain. The CA must exist before Traefik (static configuration) and dial
-// Traefik's web port, so the ports are picked first and the pair is
-// restarted if Traefik finds one taken.
+// startBuiltinResolver runs Traefik with its own ACME resolver against the
+// reported CA and a router that asks it for domain (startTraefikResolver).
 func startBuiltinResolver(t testing.TB, domain string) (*traefik, *testca.CA) {
 	t.Helper()
-	backend := httptest.NewServer(http.NotFoundHandler())
-	t.Cleanup(backend.Close)
-	for attempt := 1; ; attempt++ {
-		p := freePorts(t, 3)
-		ports := [3]int{p[0], p[1], p[2]}
-		opts := reportedCA
-		opts.HTTPPort = ports[0]
-		ca, err := testca.Start(opts)
-		require.NoError(t, err)
-		t.Cleanup(func() { ca.Close() })
-		dir := t.TempDir()
-		rootFile, err := ca.WriteTLSRoot(dir)
-		require.NoError(t, err)
-		watchDir := filepath.Join(dir, "dynamic")
-		require.NoError(t, os.Mkdir(watchDir, 0o755))
-		app := appConfig(backend.URL, route{name: "app", host: domain})
-		mapAt(t, mapAt(t, mapAt(t, app, "http"), "routers"), "app")["tls"] = map[string]any{"certResolver": "slowca"}
-		writeYAML(t, filepath.Join(watchDir, "app.yml"), app)
-
-		tr, err := tryStartTraefik(t, traefikOptions{
-			watchDir: watchDir,
-			ports:    &ports,
-			static: map[string]any{"certificatesResolvers": map[string]any{"slowca": map[string]any{"acme": map[string]any{
-				"caServer":      ca.DirectoryURL(),
-				"email":         "e2e@example.test",
-				"storage":       filepath.Join(dir, "acme.json"),
-				"httpChallenge": map[string]any{"entryPoint": "web"},
-			}}}},
-			env: []string{"LEGO_CA_CERTIFICATES=" + rootFile},
-		})
-		if err == errPortTaken && attempt < startAttempts {
-			ca.Close()
-			continue
-		}
-		require.NoError(t, err, fmt.Sprintf("attempt %d", attempt))
-		return tr, ca
-	}
+	r := startTraefikResolver(t, traefikResolverOptions{ca: reportedCA, resolver: "slowca", routes: []route{{name: "app", host: domain}}})
+	return r.tr, r.ca
 }

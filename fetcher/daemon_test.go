@@ -52,7 +52,28 @@ func (e *env) daemon(t *testing.T, cfg *config.Config) *fetcher.Daemon {
 // the pair does not match or does not verify against the CA for domain.
 func (e *env) served(t *testing.T, name, domain string) *x509.Certificate {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(e.sb.OutputDir(), name+".yml"))
+	pair, leaf := servedPair(t, e.sb.OutputDir(), name)
+
+	rootsPEM, err := e.sb.CA.IssuerRootsPEM()
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(rootsPEM))
+	inter := x509.NewCertPool()
+	for _, der := range pair.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		require.NoError(t, err)
+		inter.AddCert(c)
+	}
+	_, err = leaf.Verify(x509.VerifyOptions{DNSName: domain, Roots: roots, Intermediates: inter, CurrentTime: leaf.NotBefore.Add(time.Minute)})
+	require.NoError(t, err, "the served certificate must verify for %s", domain)
+	return leaf
+}
+
+// servedPair reads the pair Traefik would load for name from the file output in dir:
+// the YAML, then the PEM files it points at, which must match.
+func servedPair(t *testing.T, dir, name string) (tls.Certificate, *x509.Certificate) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, name+".yml"))
 	require.NoError(t, err)
 	var doc struct {
 		TLS struct {
@@ -68,20 +89,7 @@ func (e *env) served(t *testing.T, name, domain string) *x509.Certificate {
 	require.NoError(t, err, "the YAML must point at a matching pair")
 	leaf, err := x509.ParseCertificate(pair.Certificate[0])
 	require.NoError(t, err)
-
-	rootsPEM, err := e.sb.CA.IssuerRootsPEM()
-	require.NoError(t, err)
-	roots := x509.NewCertPool()
-	require.True(t, roots.AppendCertsFromPEM(rootsPEM))
-	inter := x509.NewCertPool()
-	for _, der := range pair.Certificate[1:] {
-		c, err := x509.ParseCertificate(der)
-		require.NoError(t, err)
-		inter.AddCert(c)
-	}
-	_, err = leaf.Verify(x509.VerifyOptions{DNSName: domain, Roots: roots, Intermediates: inter, CurrentTime: leaf.NotBefore.Add(time.Minute)})
-	require.NoError(t, err, "the served certificate must verify for %s", domain)
-	return leaf
+	return pair, leaf
 }
 
 func TestFirstIssuanceAndNothingMoreWhileValid(t *testing.T) {

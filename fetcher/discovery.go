@@ -147,6 +147,10 @@ func reconcile(cfg *config.Config, prev *store.Discovery, wanted []traefik.Wante
 		if fileBySet[domainSet(w.Domains)] != nil {
 			continue // the file's certificate is this one
 		}
+		if problem := invalidDomain(w.Domains); problem != "" {
+			next.Problems = append(next.Problems, routerProblems(w.Routers, problem)...)
+			continue
+		}
 		if w.Wildcard && !answersWildcards(rc) {
 			next.Problems = append(next.Problems, routerProblems(w.Routers,
 				fmt.Sprintf("%s needs the DNS-01 challenge; resolver %s answers HTTP-01 (RFC 8555 §8.3)", w.Domains[0], w.Resolver))...)
@@ -191,6 +195,17 @@ func reconcile(cfg *config.Config, prev *store.Discovery, wanted []traefik.Wante
 // domainSet identifies a set of domains, whatever their order.
 func domainSet(domains []string) string {
 	return strings.Join(slices.Sorted(slices.Values(domains)), ",")
+}
+
+// invalidDomain says what is wrong with the first of domains that no CA would issue for
+// (Traefik passes a rule's names on unchecked); "" when all are fine.
+func invalidDomain(domains []string) string {
+	for _, d := range domains {
+		if problem := config.CheckDomain(d); problem != "" {
+			return fmt.Sprintf("invalid DNS name %q: %s: not ordered", d, problem)
+		}
+	}
+	return ""
 }
 
 // fileConflict says why w cannot be issued beside the configuration file's certificates:

@@ -108,6 +108,11 @@ func TestReconcile(t *testing.T) {
 			},
 		},
 		{
+			desc:         "a name no CA issues for is reported",
+			wanted:       []traefik.Wanted{want("le", "under_score.example.com")},
+			wantProblems: []string{"under_score.example.com@file"},
+		},
+		{
 			desc:         "a wildcard on a resolver without DNS-01 is reported per router",
 			wanted:       []traefik.Wanted{want("le", "*.example.com", "example.com")},
 			wantProblems: []string{"*.example.com@file"},

@@ -224,3 +224,30 @@ func TestDiscoveryMeetsTheFile(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{"a.example.test.yml", "f.yml"}, ymls)
 }
+
+// `once` walks the same path: a certificate a router asks for is issued, one no router
+// asks for any more stays for the grace period over successive runs (the record of when
+// it went missing is in the store), then it is withdrawn.
+func TestDiscoveryOnce(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(t)
+	h := newHarness(t, harnessOptions{})
+	h.opts.Extra = discoveryExtra(api)
+	api.set(router("a", "Host(`a.example.test`)", resolverName), router("b", "Host(`b.example.test`)", resolverName))
+	cfg := h.config()
+	require.NoError(t, h.daemon(cfg).Once(t.Context()))
+	h.served("a.example.test")
+	h.served("b.example.test")
+
+	api.set(router("b", "Host(`b.example.test`)", resolverName))
+	require.NoError(t, h.daemon(cfg).Once(t.Context()))
+	assert.FileExists(t, h.yml("a.example.test"), "withdrawn within the grace period")
+	h.clock.Advance(9 * time.Minute)
+	require.NoError(t, h.daemon(cfg).Once(t.Context()))
+	assert.FileExists(t, h.yml("a.example.test"), "withdrawn within the grace period")
+	h.clock.Advance(time.Minute)
+	require.NoError(t, h.daemon(cfg).Once(t.Context()))
+	assert.NoFileExists(t, h.yml("a.example.test"))
+	h.served("b.example.test")
+	assert.Equal(t, 2, h.CA.Stats().NewOrders)
+}

@@ -63,6 +63,9 @@ Usage:
   certfetch probe-dns  [--config FILE] [--resolver NAME] [--timeout D] DOMAIN
                                          try a DNS-01 resolver's provider: create, see and remove a
                                          test TXT record at _acme-challenge.DOMAIN (no order)
+  certfetch import-acme-json [--config FILE] [--dry-run] [--resolver TRAEFIK=CERTFETCH]... [--allow-ca-mismatch] [--json] ACME_JSON
+                                         take over the accounts and certificates of Traefik's
+                                         certificatesResolvers: nothing is ordered again
   certfetch demo       [--ca-delay 42s] [--timeout 30s] [--dir DIR]
                                          self-contained demo against a local slow test CA
   certfetch version                      print version, VCS revision and Go version (also --version)
@@ -94,6 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"version":    cmdVersion,
 		"--version":  cmdVersion,
 	}
+	commands["import-acme-json"] = cmdImportACMEJSON // apart: its long name would realign the table
 	cmd, ok := commands[args[0]]
 	if !ok {
 		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -404,7 +408,11 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return exitUsage
 	}
-	fmt.Fprintf(stdout, "%s: OK (%d resolvers, %d certificates)\n", path, len(cfg.Resolvers), len(cfg.Certificates))
+	var discovered string
+	if cfg.Traefik != nil {
+		discovered = ", and those of Traefik's routers at " + cfg.Traefik.API.URL
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d resolvers, %d certificates%s)\n", path, len(cfg.Resolvers), len(cfg.Certificates), discovered)
 	return exitOK
 }
 

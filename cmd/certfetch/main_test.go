@@ -41,7 +41,7 @@ func TestDemoRunsToCompletion(t *testing.T) {
 	// once has nothing to do (the CA is gone, so any order would fail).
 	code, stdout, stderr := certfetch("status", "--config", filepath.Join(dir, "certfetch.yml"))
 	require.Equal(t, exitOK, code, stderr)
-	assert.Regexp(t, `(?m)^demo\.certfetch\.test\s+demo\.certfetch\.test\s+testca\s+published\s+\d{4}-\d\d-\d\dT\S+\s+\d{4}-\d\d-\d\dT\S+\s+-\s+-$`, stdout)
+	assert.Regexp(t, `(?m)^demo\.certfetch\.test\s+demo\.certfetch\.test\s+testca\s+file\s+published\s+\d{4}-\d\d-\d\dT\S+\s+\d{4}-\d\d-\d\dT\S+\s+-\s+-$`, stdout)
 	code, _, stderr = certfetch("once", "--config", filepath.Join(dir, "certfetch.yml"))
 	assert.Equal(t, exitOK, code, stderr)
 }
@@ -92,7 +92,7 @@ output:
 		{desc: "check help", args: []string{"check", "--help"}, wantCode: exitOK, wantStderr: "Usage: certfetch check"},
 		{desc: "thumbprint", args: []string{"thumbprint", "--config", good}, wantCode: exitOK, wantStdout: `^[A-Za-z0-9_-]{43}\n$`},
 		{desc: "thumbprint unknown resolver", args: []string{"thumbprint", "--config", good, "zz"}, wantCode: exitUsage, wantStderr: `unknown resolver "zz"`},
-		{desc: "status before issuance", args: []string{"status", "--config", good}, wantCode: exitOK, wantStdout: `(?m)^www\.example\.test\s+www\.example\.test\s+le\s+absent\s+-\s+-\s+-\s+-$`},
+		{desc: "status before issuance", args: []string{"status", "--config", good}, wantCode: exitOK, wantStdout: `(?m)^www\.example\.test\s+www\.example\.test\s+le\s+file\s+absent\s+-\s+-\s+-\s+-$`},
 		{desc: "status as JSON", args: []string{"status", "--config", good, "--json"}, wantCode: exitOK, wantStdout: `"state": "absent"`},
 	}
 	for _, tc := range tests {

@@ -39,16 +39,23 @@ var testFiles = []string{"certfetch.rules.test.yml", "certfetch.days.test.yml"}
 // the standard go_* and process_* ones. Histograms also expose _bucket,
 // _sum and _count series.
 var metricNames = map[string]string{
-	"certfetch_issuance_duration_seconds":             "histogram",
-	"certfetch_order_phase_duration_seconds":          "histogram",
-	"certfetch_order_polls_total":                     "counter",
-	"certfetch_failures_total":                        "counter",
-	"certfetch_certificate_expiry_timestamp_seconds":  "gauge",
-	"certfetch_certificate_renewal_timestamp_seconds": "gauge",
-	"certfetch_last_success_timestamp_seconds":        "gauge",
-	"certfetch_orders_in_flight":                      "gauge",
-	"certfetch_order_timeout_seconds":                 "gauge",
-	"certfetch_build_info":                            "gauge",
+	"certfetch_issuance_duration_seconds":              "histogram",
+	"certfetch_order_phase_duration_seconds":           "histogram",
+	"certfetch_order_polls_total":                      "counter",
+	"certfetch_failures_total":                         "counter",
+	"certfetch_certificate_expiry_timestamp_seconds":   "gauge",
+	"certfetch_certificate_renewal_timestamp_seconds":  "gauge",
+	"certfetch_last_success_timestamp_seconds":         "gauge",
+	"certfetch_orders_in_flight":                       "gauge",
+	"certfetch_order_timeout_seconds":                  "gauge",
+	"certfetch_build_info":                             "gauge",
+	"certfetch_traefik_polls_total":                    "counter",
+	"certfetch_traefik_api_requests_total":             "counter",
+	"certfetch_traefik_api_response_bytes_total":       "counter",
+	"certfetch_traefik_last_success_timestamp_seconds": "gauge",
+	"certfetch_traefik_routers":                        "gauge",
+	"certfetch_traefik_discovered_certificates":        "gauge",
+	"certfetch_traefik_router_problems":                "gauge",
 }
 
 // otherMetrics are the non-certfetch series the rules may use: Prometheus's
@@ -128,6 +135,7 @@ func TestPromtoolTestRulesCatchChanges(t *testing.T) {
 		{"stuck deadline", `certfetch_order_timeout_seconds < 3000`, `certfetch_order_timeout_seconds < 7200`, minutes},
 		{"down for", "up{job=\"certfetch\"} == 0\n        for: 5m", "up{job=\"certfetch\"} == 0\n        for: 1m", minutes},
 		{"restart count", `[1h]) >= 3`, `[1h]) >= 4`, minutes},
+		{"traefik api success", `unless sum without (result) (increase(certfetch_traefik_polls_total{result="success"}[15m])) > 0`, ``, minutes},
 		{"advice text", `The CA could not validate the HTTP-01 challenge.`, `The CA could not validate the challenge.`, minutes},
 		{"severity", "severity: critical\n        annotations:\n          summary: \"certfetch: certificate {{ $labels.name }} has expired\"",
 			"severity: warning\n        annotations:\n          summary: \"certfetch: certificate {{ $labels.name }} has expired\"", days},
@@ -234,7 +242,7 @@ func TestRulesAreActionableAndTested(t *testing.T) {
 			assert.True(t, silent[r.Alert], "%s: no test expects it to stay silent", r.Alert)
 		}
 	}
-	assert.Len(t, alerts, 11)
+	assert.Len(t, alerts, 12)
 	for name := range fires {
 		assert.True(t, slices.Contains(alerts, name), "the tests name an unknown alert %s", name)
 	}

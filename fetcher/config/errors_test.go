@@ -46,6 +46,7 @@ func TestParseRejects(t *testing.T) {
 		{desc: "unknown top-level key with a case hint", yaml: minimal + "Timeout: 1m\n", want: `certfetch.yml:9: Timeout: unknown key (did you mean "timeout"?)`},
 		{desc: "traefik without api", yaml: minimal + "traefik:\n  pollInterval: 30s\n", want: `certfetch.yml:10: traefik.api: required but missing`},
 		{desc: "traefik api over another scheme", yaml: minimal + "traefik:\n  api:\n    url: ftp://x\n", want: `certfetch.yml:11: traefik.api.url: must be an http or https URL such as http://127.0.0.1:8080, got "ftp://x"`},
+		{desc: "traefik api credentials in the URL", yaml: minimal + "traefik:\n  api:\n    url: http://admin:s3cret@127.0.0.1:8080\n", want: `certfetch.yml:11: traefik.api.url: must not hold credentials: set username and passwordFile`},
 		{desc: "traefik api username alone", yaml: minimal + "traefik:\n  api:\n    url: http://127.0.0.1:8080\n    username: certfetch\n", want: `certfetch.yml:12: traefik.api.passwordFile: required when username is set`},
 		{desc: "traefik poll too often", yaml: minimal + "traefik:\n  api: {url: http://127.0.0.1:8080}\n  pollInterval: 100ms\n", want: `certfetch.yml:11: traefik.pollInterval: must be at least 1s`},
 		{desc: "resolver routers unknown key", yaml: minimal + "    routers: {certResolver: x, domain: [a.example.com]}\n", want: `certfetch.yml:9: resolvers.ca.routers.domain: unknown key`},

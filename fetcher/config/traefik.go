@@ -106,9 +106,13 @@ func (d *decoder) traefikAPI(f *field, api *TraefikAPI) {
 	if u := m.require(d, "url"); u != nil {
 		if s, ok := d.str(u.value, u.path); ok {
 			parsed, err := url.Parse(s)
-			if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
+			switch {
+			case err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "":
 				d.fail(u.value, u.path, "must be an http or https URL such as http://127.0.0.1:8080, got %q", s)
-			} else {
+			case parsed.User != nil:
+				// The URL is logged and shown by check and status: no secret in it.
+				d.fail(u.value, u.path, "must not hold credentials: set username and passwordFile")
+			default:
 				api.URL = s
 			}
 		}
@@ -156,3 +160,7 @@ func (d *decoder) routers(f *field, resolver string) Routers {
 // MaxNameLength is the longest certificate name: names of discovered certificates are
 // shortened to fit it.
 const MaxNameLength = maxNameLength
+
+// CheckDomain returns what is wrong with a lower-case DNS name as a certificate's domain
+// ("" when nothing is): for names that come from Traefik's routers rather than the file.
+func CheckDomain(domain string) string { return checkDomain(domain) }

@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -69,6 +70,36 @@ func TestMetricsExposition(t *testing.T) {
 			record: func(*metrics.Metrics) {},
 			names:  certfetchNames,
 			want:   "",
+		},
+		{
+			desc: "Traefik discovery: reads by result from 0, their cost, what the last read found",
+			record: func(m *metrics.Metrics) {
+				m.ObserveTraefikPoll(2, 1500, nil)
+				m.ObserveTraefikPoll(1, 0, errors.New("connection refused"))
+				m.SetTraefikDiscovery(1000, 12, 3)
+			},
+			names: []string{"certfetch_traefik_polls_total", "certfetch_traefik_api_requests_total", "certfetch_traefik_api_response_bytes_total",
+				"certfetch_traefik_routers", "certfetch_traefik_discovered_certificates", "certfetch_traefik_router_problems"},
+			want: `# HELP certfetch_traefik_api_requests_total Requests sent to Traefik's API.
+# TYPE certfetch_traefik_api_requests_total counter
+certfetch_traefik_api_requests_total 3
+# HELP certfetch_traefik_api_response_bytes_total Bytes of the bodies Traefik's API answered.
+# TYPE certfetch_traefik_api_response_bytes_total counter
+certfetch_traefik_api_response_bytes_total 1500
+# HELP certfetch_traefik_discovered_certificates Certificates that Traefik's routers ask for, including those within their withdrawal grace period.
+# TYPE certfetch_traefik_discovered_certificates gauge
+certfetch_traefik_discovered_certificates 12
+# HELP certfetch_traefik_polls_total Reads of Traefik's routers from its API, by result (success, failure); a failed read withdraws nothing.
+# TYPE certfetch_traefik_polls_total counter
+certfetch_traefik_polls_total{result="failure"} 1
+certfetch_traefik_polls_total{result="success"} 1
+# HELP certfetch_traefik_router_problems Routers certfetch cannot serve (see certfetch status), in the last successful read.
+# TYPE certfetch_traefik_router_problems gauge
+certfetch_traefik_router_problems 3
+# HELP certfetch_traefik_routers Routers (HTTP and TCP) in the last successful read of Traefik's API.
+# TYPE certfetch_traefik_routers gauge
+certfetch_traefik_routers 1000
+`,
 		},
 		{
 			desc: "ObserveIssuance fills the slow-CA buckets by resolver and result",

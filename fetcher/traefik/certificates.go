@@ -68,8 +68,10 @@ type Wanted struct {
 //     (TCP) arguments, one certificate for all of them, in the rule's order. The rule's
 //     ruleSyntax does not matter (Traefik parses with both syntaxes' matchers, several
 //     arguments per matcher included), nor does negation (`!Host(a)` names a, as in
-//     Traefik). HostRegexp and HostSNIRegexp are ignored; a router left with no name is
-//     a Problem that says so.
+//     Traefik). HostRegexp and HostSNIRegexp are ignored and reported: a Problem beside
+//     the certificate of the rule's other hosts, or the only outcome when there are none.
+//     A rule that does not parse, or a tls.domains entry left without a usable name, is a
+//     Problem; the router's other entries still give their certificates, as in Traefik.
 //   - Names are lower-cased, trimmed, lose one trailing dot and repeats; a name starting
 //     with "*.*", an empty one and HostSNI(`*`) are Problems (no CA issues for them).
 //   - The router's status does not matter: Traefik's ACME provider reads the

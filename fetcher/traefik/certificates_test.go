@@ -101,6 +101,18 @@ func TestCertificates(t *testing.T) {
 			want:    []traefik.Wanted{{Domains: []string{"example.com", "*.example.com"}, Resolver: "le", Routers: []string{"app@file"}, Wildcard: true}},
 		},
 		{
+			desc: "tls.domains: a bad entry is reported, the others still certified; an empty entry beside others dropped as Traefik drops it",
+			routers: []traefik.Router{
+				httpRouter("a@file", "", withDomains(traefik.Domain{SANs: []string{"B.example.com."}}, traefik.Domain{Main: "*.*.example.org"}, traefik.Domain{})),
+				httpRouter("b@file", "", withDomains(traefik.Domain{})),
+			},
+			want: []traefik.Wanted{wanted([]string{"a@file"}, "b.example.com")},
+			problems: []traefik.Problem{
+				{Router: "a@file", Resolver: "le", Message: "*.*.example.org: ACME does not allow a '*.*' wildcard"},
+				{Router: "b@file", Resolver: "le", Message: "a tls.domains entry names nothing"},
+			},
+		},
+		{
 			desc:     "*.* refused as Traefik refuses it",
 			routers:  []traefik.Router{httpRouter("app@file", "", withDomains(traefik.Domain{Main: "*.*.example.com"}))},
 			problems: []traefik.Problem{{Router: "app@file", Resolver: "le", Message: "*.*.example.com: ACME does not allow a '*.*' wildcard"}},

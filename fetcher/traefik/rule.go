@@ -66,6 +66,17 @@ var (
 	tcpRules  = newRuleParser(tcpMatchers)
 )
 
+// RuleDomains returns the host names of a router's rule as Traefik v3.6.12 reads them for
+// its ACME provider: for an HTTP rule the arguments of every Host() (ParseDomains), for a
+// TCP rule those of every HostSNI() (ParseHostSNI), lower-cased, in order, repeats kept.
+// It fails on a rule Traefik's parser refuses.
+func RuleDomains(rule string, tcp bool) ([]string, error) {
+	if tcp {
+		return tcpRules.values(rule, "HostSNI")
+	}
+	return httpRules.values(rule, "Host")
+}
+
 // values returns the lower-cased arguments of every call of matcher name in rule, in
 // order, negated or not (Traefik's Tree.ParseMatchers ignores negation: `!Host(x)` still
 // names x). It fails where Traefik's parser fails.
