@@ -37,7 +37,7 @@ func TestTestDepsOnThisMachine(t *testing.T) {
 	t.Parallel()
 	code, stdout, stderr := testDeps(t, os.Getenv("PATH"))
 	require.Equal(t, 0, code, stderr)
-	assert.Regexp(t, `^test-deps: ok \(make git redis-server etcd promtool lintian rpm podman runc chattr go \d+\.\d+`, stdout)
+	assert.Regexp(t, `^test-deps: ok \(make git redis-server etcd named promtool lintian rpm podman runc chattr go \d+\.\d+`, stdout)
 }
 
 // TestTestDepsReportsMissingPackages hides redis-server and etcd (a PATH
