@@ -162,19 +162,24 @@ func buildModuleZip(t testing.TB, version string) *moduleZip {
 
 // nestedModules returns the directories below tree (slash-separated, relative) that
 // hold a go.mod of their own: test/yaegi, test/traefik, test/stepca and any added later.
+// A module nested in a nested module (test/traefik/rules) is not listed: the module zip
+// leaves out the outer one whole.
 func nestedModules(t testing.TB, tree string) []string {
 	t.Helper()
 	var dirs []string
 	err := filepath.WalkDir(tree, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || path == tree {
+			return err
+		}
+		if _, err := os.Stat(filepath.Join(path, "go.mod")); err != nil {
+			return nil //nolint:nilerr // no go.mod: an ordinary directory of the module
+		}
+		rel, err := filepath.Rel(tree, path)
+		dirs = append(dirs, filepath.ToSlash(rel))
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && d.Name() == "go.mod" && filepath.Dir(path) != tree {
-			rel, err := filepath.Rel(tree, filepath.Dir(path))
-			dirs = append(dirs, filepath.ToSlash(rel))
-			return err
-		}
-		return nil
+		return filepath.SkipDir
 	})
 	require.NoError(t, err)
 	require.NotEmpty(t, dirs, "the tree has nested modules (test/yaegi, test/traefik)")
