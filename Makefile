@@ -4,6 +4,13 @@ GO       ?= go
 YAEGI    := $(GO) run github.com/traefik/yaegi/cmd/yaegi@v0.16.1
 BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 
+## Everything here compiles with the release build's settings (dist/package and
+## dist/container build static, with -trimpath), so that each package is compiled
+## once per run rather than once for the tests and again for the packages: the
+## cloud SDKs of lego's DNS providers take minutes to compile on two cores.
+export CGO_ENABLED := 0
+export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -trimpath)
+
 .PHONY: test test-deps test-binaries test-go test-yaegi test-plugin-loader test-traefik-rules test-package test-e2e lint bench fuzz fuzz-rules
 
 ## test: every test: the module, the plugin under `yaegi test`, and the nested
