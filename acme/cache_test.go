@@ -19,15 +19,23 @@ func TestCACacheNonces(t *testing.T) {
 
 	newNonceReq := httptest.NewRequest(http.MethodHead, "https://ca.test/nonce", nil)
 
+	// The pool is given as ages, not times: the subtests are parallel and may start long
+	// after the table is built (behind the package's slow tests), and a time taken here
+	// could be older than nonceTTL by then.
+	type pooled struct {
+		value string
+		age   time.Duration
+	}
+
 	tests := []struct {
 		desc string
-		pool []pooledNonce
+		pool []pooled // oldest first
 		want []string // nonces answered, in order; then the pool is empty
 	}{
 		{desc: "empty pool: to the network"},
-		{desc: "newest first, each once", pool: []pooledNonce{{"a", time.Now()}, {"b", time.Now()}}, want: []string{"b", "a"}},
-		{desc: "stale nonces are dropped", pool: []pooledNonce{{"old", time.Now().Add(-2 * nonceTTL)}, {"new", time.Now()}}, want: []string{"new"}},
-		{desc: "all stale", pool: []pooledNonce{{"x", time.Now().Add(-nonceTTL)}}},
+		{desc: "newest first, each once", pool: []pooled{{"a", 0}, {"b", 0}}, want: []string{"b", "a"}},
+		{desc: "stale nonces are dropped", pool: []pooled{{"old", 2 * nonceTTL}, {"new", 0}}, want: []string{"new"}},
+		{desc: "all stale", pool: []pooled{{"x", nonceTTL}}},
 	}
 
 	for _, test := range tests {
@@ -36,7 +44,11 @@ func TestCACacheNonces(t *testing.T) {
 
 			c := newCACache(dirURL, 0)
 			c.newNonceURL = "https://ca.test/nonce"
-			c.nonces = test.pool
+
+			now := time.Now()
+			for _, p := range test.pool {
+				c.nonces = append(c.nonces, pooledNonce{value: p.value, at: now.Add(-p.age)})
+			}
 
 			for _, want := range test.want {
 				resp := c.answer(newNonceReq)
