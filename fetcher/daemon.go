@@ -77,7 +77,10 @@ type Daemon struct {
 	// process: until then a name the outputs serve may be a discovered certificate
 	// not known yet (an imported one), so the sweep waits.
 	discoveryReady bool
-	pollNow        chan struct{}
+	// discoveryUnsaved is set while the store refused the last discovery record: the
+	// next read writes it again even when nothing changed.
+	discoveryUnsaved bool
+	pollNow          chan struct{}
 
 	reqs requestBook // operators' requests (renew.go)
 }
@@ -271,9 +274,10 @@ func (d *Daemon) Run(ctx context.Context, onVisit func()) error {
 	if d.discovering() {
 		// The first read comes before the first visit, so that a discovered certificate
 		// is neither withdrawn by the sweep nor left unvisited until the next read.
-		d.startDiscovery(ctx)
-		go d.discover(ctx)
+		_ = d.startDiscovery(ctx)
 	}
+	// The loop runs without a traefik section too: a reload may add one.
+	go d.discover(ctx)
 	d.cleanUpLeftovers(ctx)
 	d.sched.set(ctx, d.names())
 	d.HandleRequests(ctx)

@@ -286,24 +286,31 @@ func (d *Daemon) sweepable() bool {
 	return d.cfg.Traefik == nil || d.discoveryReady
 }
 
-// startDiscovery reads the discovered certificates a previous run stored, then Traefik's
-// API once; it returns the error of either (the certificates stored are managed
-// meanwhile).
+// startDiscovery reads the discovered certificates a previous run stored, unless this
+// process has them already, then Traefik's API once; it returns the error of either (the
+// certificates stored are managed meanwhile). A stored record that cannot be read stops
+// here: reconciling a read against an empty record would rename certificates and forget
+// when the missing ones went missing.
 func (d *Daemon) startDiscovery(ctx context.Context) error {
-	doc, err := loadDiscovery(ctx, d.store)
-	if err != nil {
-		d.log.Error("cannot read the certificates discovered before; discovered certificates wait for Traefik's API", "err", err)
-		return err
-	}
 	d.mu.Lock()
-	d.discovered = doc
-	d.rebuildLocked()
+	loaded := d.discovered != nil
 	d.mu.Unlock()
+	if !loaded {
+		doc, err := loadDiscovery(ctx, d.store)
+		if err != nil {
+			d.log.Error("cannot read the certificates discovered before; discovered certificates wait for Traefik's API", "err", err)
+			return err
+		}
+		d.mu.Lock()
+		d.discovered = doc
+		d.rebuildLocked()
+		d.mu.Unlock()
+	}
 	return d.poll(ctx)
 }
 
 // discover reads Traefik's API every traefik.pollInterval, and at once after a reload,
-// until ctx ends.
+// until ctx ends. Without a traefik section it waits for a reload that adds one.
 func (d *Daemon) discover(ctx context.Context) {
 	for {
 		d.mu.Lock()
@@ -323,7 +330,7 @@ func (d *Daemon) discover(ctx context.Context) {
 			timer.Stop()
 		}
 		if d.discovering() {
-			_ = d.poll(ctx)
+			_ = d.startDiscovery(ctx)
 		}
 	}
 }
@@ -337,7 +344,8 @@ func (d *Daemon) pollSoon() {
 }
 
 // poll reads Traefik's API once and makes the managed certificates what it asks for.
-// A failed read changes nothing but the record of the failure; it is returned.
+// A failed read changes nothing but the record of the failure; it is returned, and so is
+// a record the store refused (the managed certificates follow the read all the same).
 func (d *Daemon) poll(ctx context.Context) error {
 	d.mu.Lock()
 	cfg, client, prev := d.cfg, d.traefik, d.discovered
@@ -356,8 +364,7 @@ func (d *Daemon) poll(ctx context.Context) error {
 		if next.FailingSince.IsZero() {
 			next.FailingSince = now
 		}
-		d.saveDiscovery(ctx, prev, &next)
-		return err
+		return errors.Join(err, d.saveDiscovery(ctx, prev, &next))
 	}
 	wanted, problems := traefik.Certificates(snap, selectors(cfg))
 	next := reconcile(cfg, prev, wanted, problems, now, func(name string) acme.KeyType {
@@ -371,7 +378,7 @@ func (d *Daemon) poll(ctx context.Context) error {
 	for _, p := range next.Problems {
 		d.log.Debug("router not served", "router", p.Router, "problem", p.Problem)
 	}
-	d.saveDiscovery(ctx, prev, next)
+	saveErr := d.saveDiscovery(ctx, prev, next)
 
 	d.mu.Lock()
 	before := d.certs
@@ -392,18 +399,26 @@ func (d *Daemon) poll(ctx context.Context) error {
 	if first {
 		d.sweep(ctx)
 	}
-	return nil
+	return saveErr
 }
 
-// saveDiscovery stores next when it differs from prev, and keeps it in memory. A failed
-// write is logged: the next read tries again, and the in-memory record rules meanwhile.
-func (d *Daemon) saveDiscovery(ctx context.Context, prev, next *store.Discovery) {
-	if !sameDiscovery(prev, next) {
-		if err := d.store.SaveDiscovery(ctx, next); err != nil {
-			d.log.Error("cannot store the discovered certificates", "err", err)
+// saveDiscovery stores next when it differs from prev or the last write failed, and
+// keeps it in memory. A failed write is logged and returned: the next read writes the
+// record again, and the in-memory record rules meanwhile.
+func (d *Daemon) saveDiscovery(ctx context.Context, prev, next *store.Discovery) error {
+	d.mu.Lock()
+	unsaved := d.discoveryUnsaved || !sameDiscovery(prev, next)
+	d.mu.Unlock()
+	var err error
+	if unsaved {
+		if err = d.store.SaveDiscovery(ctx, next); err != nil {
+			err = fmt.Errorf("store the discovered certificates: %w", err)
+			d.log.Error("cannot store the discovered certificates; the next read of Traefik's API tries again", "err", err)
 		}
 	}
 	d.mu.Lock()
 	d.discovered = next
+	d.discoveryUnsaved = err != nil
 	d.mu.Unlock()
+	return err
 }

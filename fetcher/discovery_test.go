@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -250,4 +251,101 @@ func TestDiscoveryOnce(t *testing.T) {
 	assert.NoFileExists(t, h.yml("a.example.test"))
 	h.served("b.example.test")
 	assert.Equal(t, 2, h.CA.Stats().NewOrders)
+}
+
+// drain forgets the reads reported so far, so that awaitReads counts reads that start
+// after it.
+func (f *fakeAPI) drain() {
+	for {
+		select {
+		case <-f.reads:
+		default:
+			return
+		}
+	}
+}
+
+// Reloads walk discovery's lifecycle: a traefik section added by a reload starts
+// discovery (no restart), a resolver that now serves other routers orders theirs and
+// lets the old ones go after the grace period, removing the section withdraws the
+// discovered certificates at once (like removing a certificate from the file) and keeps
+// the file's, and putting it back serves the stored certificate again without an order.
+func TestDiscoveryReload(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(t)
+	h := newHarness(t, harnessOptions{})
+	api.set(router("a", "Host(`a.example.test`)", resolverName), router("b", "Host(`b.example.test`)", "legacy"))
+	file := cert("f", "f.example.test")
+
+	plain := h.config(file)
+	d := h.daemon(plain)
+	h.run(d)
+	h.ev.wait(t, "f", fetcher.StepPublished, 1)
+
+	h.opts.Extra = discoveryExtra(api)
+	discovering := h.config(file)
+	require.NoError(t, d.Reload(t.Context(), discovering))
+	h.ev.wait(t, "a.example.test", fetcher.StepPublished, 1)
+	assert.Equal(t, 2, h.CA.Stats().NewOrders)
+	assert.NoFileExists(t, h.yml("b.example.test"), "a router of another certResolver was served")
+
+	h.opts.Challenge = "    httpChallenge:\n      stateless: true\n    routers:\n      certResolver: legacy\n"
+	legacy := h.config(file)
+	require.NoError(t, d.Reload(t.Context(), legacy))
+	h.ev.wait(t, "b.example.test", fetcher.StepPublished, 1)
+	api.drain()
+	api.awaitReads(t, true, 1)
+	assert.FileExists(t, h.yml("a.example.test"), "withdrawn before the grace period")
+	h.clock.Advance(10 * time.Minute)
+	h.ev.wait(t, "a.example.test", fetcher.StepWithdrawn, 1)
+	assert.Equal(t, 3, h.CA.Stats().NewOrders)
+	servedB := serial(h.served("b.example.test"))
+
+	h.opts.Extra = ""
+	require.NoError(t, d.Reload(t.Context(), h.config(file)))
+	h.ev.wait(t, "b.example.test", fetcher.StepWithdrawn, 1)
+	assert.NoFileExists(t, h.yml("b.example.test"))
+	h.served("f")
+
+	require.NoError(t, d.Reload(t.Context(), legacy))
+	h.ev.wait(t, "b.example.test", fetcher.StepPublished, 2)
+	assert.Equal(t, servedB, serial(h.served("b.example.test")), "the stored certificate is served again")
+	assert.Equal(t, 3, h.CA.Stats().NewOrders, "putting discovery back ordered again")
+	assert.Equal(t, []string{"b@file"}, h.status(legacy, "b.example.test").Routers)
+}
+
+// A store that refuses the discovery record does not stop the routers' certificates:
+// they are issued and served from the record in memory, `once` says the record was not
+// stored, and the daemon writes it at the next read once the store takes writes again,
+// although nothing changed since.
+func TestDiscoveryStoreRefusesTheRecord(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(t)
+	h := newHarness(t, harnessOptions{})
+	h.opts.Extra = discoveryExtra(api)
+	api.set(router("a", "Host(`a.example.test`)", resolverName))
+	cfg := h.config()
+	dir := filepath.Join(h.stateDir(), "discovery")
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	writable := immutable(t, dir)
+
+	err := h.daemon(cfg).Once(t.Context())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "store the discovered certificates")
+	h.served("a.example.test")
+
+	h.run(h.daemon(cfg))
+	api.drain()
+	api.awaitReads(t, true, 2)
+	_, err = h.Store.LoadDiscovery(t.Context())
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	writable()
+	api.drain()
+	api.awaitReads(t, true, 2) // the first read's poll ends (and stores) before the second
+	doc, err := h.Store.LoadDiscovery(t.Context())
+	require.NoError(t, err)
+	require.Len(t, doc.Certificates, 1)
+	assert.Equal(t, "a.example.test", doc.Certificates[0].Name)
+	assert.Equal(t, 1, h.CA.Stats().NewOrders)
 }
