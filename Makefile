@@ -11,13 +11,29 @@ BENCHSTAT := $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c
 export CGO_ENABLED := 0
 export GOFLAGS := $(strip $(shell $(GO) env GOFLAGS) -trimpath)
 
-.PHONY: test test-deps test-binaries test-go test-yaegi test-plugin-loader test-traefik-rules test-package test-e2e lint bench fuzz fuzz-rules
+TESTS := test-go test-yaegi test-plugin-loader test-traefik-rules test-package test-e2e
+
+.PHONY: test test-deps test-binaries $(TESTS) $(TESTS:%=after-lint-%) lint bench fuzz fuzz-rules
 
 ## test: every test: the module, the plugin under `yaegi test`, and the nested
 ## module that loads the plugin the way Traefik and the plugin catalog do,
 ## and the end-to-end suite against a real Traefik (test-e2e). test-deps
 ## comes first. On a machine without make, run scripts/test.
-test: test-deps lint test-binaries test-go test-yaegi test-plugin-loader test-traefik-rules test-package test-e2e
+##
+## The rest runs as a parallel make, four jobs, each job's output printed whole
+## when it ends: the tests mostly wait (on test CAs, back-off timers, Traefik's
+## reloads; a warm run keeps the two cores a quarter busy), so overlapping them
+## with each other and with the step-ca and Traefik builds shortens the run by
+## about half. lint goes first of the Go work on the module because it compiles
+## the module's packages: two go commands compiling the same packages at once
+## would each do all the work (the build cache is shared, not the work in
+## flight), and the DNS providers' SDKs take minutes. The two binaries are other
+## modules at other versions and build beside it.
+test: test-deps
+	@$(MAKE) --no-print-directory -j4 --output-sync=target $(TESTS:%=after-lint-%)
+
+$(TESTS:%=after-lint-%): after-lint-%: lint
+	@$(MAKE) --no-print-directory $*
 
 ## test-binaries: builds the step-ca and Traefik binaries the tests run, both
 ## at once: on a fresh machine most of each build is waiting on the module
@@ -90,6 +106,10 @@ TRAEFIK_BIN    ?= $(TRAEFIK_CACHE)/traefik-$(TRAEFIK_VERSION)
 test-e2e: $(TRAEFIK_BIN)
 	$(GO) vet -tags e2e ./e2e/
 	TRAEFIK_BIN=$(TRAEFIK_BIN) $(GO) test -tags e2e -count=1 -parallel 16 -timeout 15m ./e2e/
+
+# After both binaries' paths are known (prerequisites expand where they are read).
+after-lint-test-go: $(STEPCA_BIN)
+after-lint-test-e2e: $(TRAEFIK_BIN)
 
 $(TRAEFIK_BIN):
 	@test -n "$(TRAEFIK_VERSION)" || { echo "no github.com/traefik/traefik/v3 version in test/traefik/go.mod"; exit 1; }
