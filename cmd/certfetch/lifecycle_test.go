@@ -68,9 +68,13 @@ func TestOnceRenews(t *testing.T) {
 func TestOnceResumesAndWithdraws(t *testing.T) {
 	t.Parallel()
 	const domain = "slow.example.test"
-	// The CA needs 6 s after finalize; an attempt may take 5 s.
+	// The CA needs 6 s after finalize and asks for a poll every 4 s; an attempt may take
+	// 5 s. So the first `once` polls at 0 and 4 s and leaves the order journaled with its
+	// next poll at 8 s, 3 s after its deadline: the second `once` starts inside those 3 s
+	// even on a loaded machine (with a 1 s Retry-After it did not always), waits, and
+	// finds the certificate ready.
 	sb := startSandbox(t, demo.Options{
-		CA:      testca.Options{Mode: testca.Async, Delay: 6 * time.Second, RetryAfter: time.Second},
+		CA:      testca.Options{Mode: testca.Async, Delay: 6 * time.Second, RetryAfter: 4 * time.Second},
 		Timeout: 5 * time.Second,
 	}, []string{domain})
 	cfg := newConfigWriter(t, sb)
