@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/certfetch/certfetch/fetcher/config"
 	"github.com/certfetch/certfetch/fetcher/store"
 	"github.com/certfetch/certfetch/internal/testkit/testca"
+	"github.com/certfetch/certfetch/internal/testkit/testservers"
 	"github.com/certfetch/certfetch/internal/testkit/testsupport"
 )
 
@@ -33,12 +35,18 @@ type importEnv struct {
 	pebble   *testsupport.SyncBuffer // the CA's log
 	dir      string
 	rootFile string
+	storage  string // the configuration's storage value (YAML)
 	st       *store.Store
 }
 
-func newImportEnv(t *testing.T) *importEnv {
+// newImportEnv starts the CA and opens the store that storage (a YAML value for the
+// configuration's storage key) names; "" is a state directory.
+func newImportEnv(t *testing.T, storage string) *importEnv {
 	t.Helper()
-	e := &importEnv{pebble: &testsupport.SyncBuffer{}, dir: t.TempDir()}
+	e := &importEnv{pebble: &testsupport.SyncBuffer{}, dir: t.TempDir(), storage: storage}
+	if e.storage == "" {
+		e.storage = strconv.Quote(filepath.Join(e.dir, "state"))
+	}
 	ca, err := testca.Start(testca.Options{AlwaysValid: true,
 		Logger: slog.New(slog.NewTextHandler(e.pebble, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	require.NoError(t, err)
@@ -46,8 +54,9 @@ func newImportEnv(t *testing.T) *importEnv {
 	e.ca = ca
 	e.rootFile, err = ca.WriteTLSRoot(e.dir)
 	require.NoError(t, err)
-	e.st, err = store.Open(filepath.Join(e.dir, "state"))
+	e.st, err = fetcher.OpenStore(t.Context(), e.config(t, "").Storage)
 	require.NoError(t, err)
+	t.Cleanup(func() { e.st.Close() })
 	return e
 }
 
@@ -58,8 +67,8 @@ func (e *importEnv) config(t *testing.T, caServer string, certificates ...string
 	if caServer == "" {
 		caServer = e.ca.DirectoryURL()
 	}
-	text := fmt.Sprintf("storage: %q\nresolvers:\n  le:\n    caServer: %s\n    caCertificates: [%q]\n    httpChallenge:\n      stateless: true\n"+
-		"output:\n  file:\n    directory: %q\n", filepath.Join(e.dir, "state"), caServer, e.rootFile, filepath.Join(e.dir, "traefik"))
+	text := fmt.Sprintf("storage: %s\nresolvers:\n  le:\n    caServer: %s\n    caCertificates: [%q]\n    httpChallenge:\n      stateless: true\n"+
+		"output:\n  file:\n    directory: %q\n", e.storage, caServer, e.rootFile, filepath.Join(e.dir, "traefik"))
 	if len(certificates) > 0 {
 		text += "certificates:\n  - " + strings.Join(certificates, "\n  - ") + "\n"
 	}
@@ -121,7 +130,7 @@ func TestImportKeepsTheAccountAndTheCertificates(t *testing.T) {
 	for _, format := range []acmejsontest.Format{acmejsontest.LegoV4, acmejsontest.LegoV5} {
 		t.Run(format.String(), func(t *testing.T) {
 			t.Parallel()
-			e := newImportEnv(t)
+			e := newImportEnv(t, "")
 			traefik := e.traefikIssues(t, []acme.KeyType{acme.EC256, acme.RSA2048},
 				[]string{"app.example.test", "www.app.example.test"}, []string{"api.example.test"})
 			data := acmejsontest.Marshal(t, map[string]*acmejsontest.Resolver{"le": traefik}, format)
@@ -184,6 +193,56 @@ func TestImportKeepsTheAccountAndTheCertificates(t *testing.T) {
 			for name, old := range served {
 				assert.NotEqual(t, old, e.servedSerial(t, name), "the renewal is served")
 			}
+		})
+	}
+}
+
+// TestImportIntoSharedStorage imports into Redis and etcd storage: the account and the
+// certificate go under the rootKey (the certificate under its lease), a second import
+// changes nothing, and a daemon on that store orders and registers nothing.
+func TestImportIntoSharedStorage(t *testing.T) {
+	t.Parallel()
+	_, redisAddr := testservers.StartRedis(t)
+	_, etcdURL := testservers.StartEtcd(t)
+	for _, tc := range []struct{ desc, storage string }{
+		{desc: "redis", storage: fmt.Sprintf("{redis: {address: %q, rootKey: imported}}", redisAddr)},
+		{desc: "etcd", storage: fmt.Sprintf("{etcd: {endpoints: [%q], rootKey: imported}}", etcdURL)},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			e := newImportEnv(t, tc.storage)
+			traefik := e.traefikIssues(t, []acme.KeyType{acme.EC256}, []string{"app.example.test"})
+			data := acmejsontest.Marshal(t, map[string]*acmejsontest.Resolver{"le": traefik}, acmejsontest.LegoV4)
+			before := e.ca.Stats()
+			cfg := e.config(t, "", "domains: [app.example.test]")
+
+			plan := e.importFile(t, cfg, data, fetcher.ImportOptions{})
+			require.Len(t, plan.Resolvers, 1)
+			assert.Equal(t, fetcher.ImportNew, plan.Resolvers[0].Action)
+			require.Len(t, plan.Resolvers[0].Certificates, 1)
+			assert.Equal(t, fetcher.ImportNew, plan.Resolvers[0].Certificates[0].Action)
+			acct, err := e.st.LoadAccount(t.Context(), "le", e.ca.DirectoryURL())
+			require.NoError(t, err)
+			assert.Equal(t, traefik.Account.URL, acct.URL)
+			leaf, err := acme.ParseLeaf(traefik.Certificates[0].CertPEM)
+			require.NoError(t, err)
+			rec, err := e.st.LoadCertificate(t.Context(), "app.example.test")
+			require.NoError(t, err)
+			stored, err := acme.ParseLeaf(rec.CertPEM)
+			require.NoError(t, err)
+			assert.Equal(t, acme.SerialHex(leaf), acme.SerialHex(stored), "stored in the shared store")
+			assert.Equal(t, acme.SerialHex(leaf), e.servedSerial(t, "app.example.test"))
+
+			again := e.importFile(t, cfg, data, fetcher.ImportOptions{})
+			assert.Equal(t, fetcher.ImportUnchanged, again.Resolvers[0].Action)
+			assert.Equal(t, fetcher.ImportUnchanged, again.Resolvers[0].Certificates[0].Action)
+
+			d, err := fetcher.New(cfg, e.st, fetcher.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			require.NoError(t, err)
+			defer d.Close()
+			require.NoError(t, d.Once(t.Context()))
+			assert.Equal(t, before.NewOrders, e.ca.Stats().NewOrders, "the switch orders nothing")
+			assert.Equal(t, before.NewAccounts, e.ca.Stats().NewAccounts, "and registers nothing")
 		})
 	}
 }
@@ -270,6 +329,7 @@ func TestImportPlan(t *testing.T) {
 		t.Run(tt.desc, func(t *testing.T) {
 			t.Parallel()
 			e := &importEnv{dir: t.TempDir()}
+			e.storage = strconv.Quote(filepath.Join(e.dir, "state"))
 			e.rootFile = filepath.Join(e.dir, "root.pem") // any certificate: nothing dials the CA
 			require.NoError(t, os.WriteFile(e.rootFile, current.CertPEM, 0o600))
 			var err error
