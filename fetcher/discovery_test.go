@@ -90,6 +90,17 @@ func (f *fakeAPI) awaitReads(t *testing.T, ok bool, n int) {
 	}
 }
 
+// newDiscoveryHarness returns a harness whose configuration reads the fake API, which
+// lists routers.
+func newDiscoveryHarness(t *testing.T, routers ...map[string]any) (*fakeAPI, *harness) {
+	t.Helper()
+	api := newFakeAPI(t)
+	h := newHarness(t, harnessOptions{})
+	h.opts.Extra = discoveryExtra(api)
+	api.set(routers...)
+	return api, h
+}
+
 // discoveryExtra is the traefik section pointing at api.
 func discoveryExtra(api *fakeAPI) string {
 	return fmt.Sprintf("traefik:\n  api:\n    url: %s\n  pollInterval: 1s\n  withdrawAfter: 10m\n", api.srv.URL)
@@ -108,10 +119,7 @@ func discoveryStatus(t *testing.T, h *harness, cfg *config.Config) *store.Discov
 // certificate at the next read.
 func TestDiscoveryFollowsTheRouters(t *testing.T) {
 	t.Parallel()
-	api := newFakeAPI(t)
-	h := newHarness(t, harnessOptions{})
-	h.opts.Extra = discoveryExtra(api)
-	api.set(
+	api, h := newDiscoveryHarness(t,
 		router("a", "Host(`a.example.test`) && PathPrefix(`/`)", resolverName),
 		router("b", "Host(`b.example.test`) || Host(`c.example.test`)", resolverName),
 		router("other", "Host(`other.example.test`)", "someone-else"),
@@ -166,10 +174,7 @@ func TestDiscoveryFollowsTheRouters(t *testing.T) {
 // for, from the store, and withdraws nothing; `once` does too and says the API failed.
 func TestDiscoveryRestartWithTheAPIDown(t *testing.T) {
 	t.Parallel()
-	api := newFakeAPI(t)
-	h := newHarness(t, harnessOptions{})
-	h.opts.Extra = discoveryExtra(api)
-	api.set(router("a", "Host(`a.example.test`)", resolverName))
+	api, h := newDiscoveryHarness(t, router("a", "Host(`a.example.test`)", resolverName))
 	cfg := h.config()
 	stop := h.run(h.daemon(cfg))
 	h.ev.wait(t, "a.example.test", fetcher.StepPublished, 1)
@@ -195,10 +200,7 @@ func TestDiscoveryRestartWithTheAPIDown(t *testing.T) {
 // and gets nothing: a conflict is never resolved silently.
 func TestDiscoveryMeetsTheFile(t *testing.T) {
 	t.Parallel()
-	api := newFakeAPI(t)
-	h := newHarness(t, harnessOptions{})
-	h.opts.Extra = discoveryExtra(api)
-	api.set(
+	api, h := newDiscoveryHarness(t,
 		router("same", "Host(`f.example.test`)", resolverName),
 		router("clash", "Host(`a.example.test`)", resolverName),
 	)
@@ -231,10 +233,7 @@ func TestDiscoveryMeetsTheFile(t *testing.T) {
 // it went missing is in the store), then it is withdrawn.
 func TestDiscoveryOnce(t *testing.T) {
 	t.Parallel()
-	api := newFakeAPI(t)
-	h := newHarness(t, harnessOptions{})
-	h.opts.Extra = discoveryExtra(api)
-	api.set(router("a", "Host(`a.example.test`)", resolverName), router("b", "Host(`b.example.test`)", resolverName))
+	api, h := newDiscoveryHarness(t, router("a", "Host(`a.example.test`)", resolverName), router("b", "Host(`b.example.test`)", resolverName))
 	cfg := h.config()
 	require.NoError(t, h.daemon(cfg).Once(t.Context()))
 	h.served("a.example.test")
@@ -320,10 +319,7 @@ func TestDiscoveryReload(t *testing.T) {
 // although nothing changed since.
 func TestDiscoveryStoreRefusesTheRecord(t *testing.T) {
 	t.Parallel()
-	api := newFakeAPI(t)
-	h := newHarness(t, harnessOptions{})
-	h.opts.Extra = discoveryExtra(api)
-	api.set(router("a", "Host(`a.example.test`)", resolverName))
+	api, h := newDiscoveryHarness(t, router("a", "Host(`a.example.test`)", resolverName))
 	cfg := h.config()
 	dir := filepath.Join(h.stateDir(), "discovery")
 	require.NoError(t, os.MkdirAll(dir, 0o700))
