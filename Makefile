@@ -23,12 +23,13 @@ TESTS := test-go test-yaegi test-plugin-loader test-traefik-rules test-package t
 ## The rest runs as a parallel make, four jobs, each job's output printed whole
 ## when it ends: the tests mostly wait (on test CAs, back-off timers, Traefik's
 ## reloads; a warm run keeps the two cores a quarter busy), so overlapping them
-## with each other and with the step-ca and Traefik builds shortens the run by
-## about half. lint goes first of the Go work on the module because it compiles
+## with each other and with the Traefik build took a warm .ci/run from 12 to 8
+## minutes. lint goes first of the Go work on the module because it compiles
 ## the module's packages: two go commands compiling the same packages at once
 ## would each do all the work (the build cache is shared, not the work in
-## flight), and the DNS providers' SDKs take minutes. The two binaries are other
-## modules at other versions and build beside it.
+## flight), and the DNS providers' SDKs take minutes. The binaries are other
+## modules at other versions: step-ca builds beside lint, Traefik after it (see
+## after-lint-test-e2e below).
 test: test-deps
 	@$(MAKE) --no-print-directory -j4 --output-sync=target $(TESTS:%=after-lint-%)
 

@@ -175,10 +175,10 @@ func nestedModules(t testing.TB, tree string) []string {
 			return nil //nolint:nilerr // no go.mod: an ordinary directory of the module
 		}
 		rel, err := filepath.Rel(tree, path)
-		dirs = append(dirs, filepath.ToSlash(rel))
 		if err != nil {
 			return err
 		}
+		dirs = append(dirs, filepath.ToSlash(rel))
 		return filepath.SkipDir
 	})
 	require.NoError(t, err)

@@ -343,16 +343,14 @@ func (d *Daemon) pollSoon() {
 	}
 }
 
-// poll reads Traefik's API once and makes the managed certificates what it asks for.
+// poll reads Traefik's API once and makes the managed certificates what it asks for;
+// startDiscovery, its only caller, has loaded d.discovered.
 // A failed read changes nothing but the record of the failure; it is returned, and so is
 // a record the store refused (the managed certificates follow the read all the same).
 func (d *Daemon) poll(ctx context.Context) error {
 	d.mu.Lock()
-	cfg, client, prev := d.cfg, d.traefik, d.discovered
+	cfg, client, prev := d.cfg, d.traefik, d.discovered // prev: set by startDiscovery
 	d.mu.Unlock()
-	if prev == nil {
-		prev = &store.Discovery{}
-	}
 	snap, err := client.Routers(ctx)
 	now := d.now()
 	d.metrics.ObserveTraefikPoll(snap.Requests, snap.Bytes, err)
@@ -382,7 +380,6 @@ func (d *Daemon) poll(ctx context.Context) error {
 
 	d.mu.Lock()
 	before := d.certs
-	d.discovered = next
 	first := !d.discoveryReady
 	d.discoveryReady = true
 	d.rebuildLocked()
