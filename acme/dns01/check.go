@@ -259,9 +259,11 @@ func exchange(ctx context.Context, server, name string, qtype uint16, recursive 
 	m.SetEdns0(ednsSize, false)
 	m.RecursionDesired = recursive
 
-	r, _, err := (&dns.Client{Net: "udp"}).ExchangeContext(ctx, m, server)
+	// Timeout: miekg/dns otherwise bounds each read by its own 2 s default,
+	// shorter than queryTimeout.
+	r, _, err := (&dns.Client{Net: "udp", Timeout: queryTimeout}).ExchangeContext(ctx, m, server)
 	if err == nil && r.Truncated {
-		r, _, err = (&dns.Client{Net: "tcp"}).ExchangeContext(ctx, m, server)
+		r, _, err = (&dns.Client{Net: "tcp", Timeout: queryTimeout}).ExchangeContext(ctx, m, server)
 	}
 
 	if err != nil {

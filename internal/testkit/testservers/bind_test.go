@@ -2,6 +2,10 @@ package testservers
 
 import (
 	"encoding/base64"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,4 +69,27 @@ func TestBIND(t *testing.T) {
 	b.Start()
 	assert.Equal(t, []string{"v-signed update in the zone"}, b.TXT(t, "_acme-challenge.a."+b.Zone),
 		"the zone's journal keeps updates across a kill")
+}
+
+// TestBINDReadinessIsPerInstance: a server answering on a BIND's address is
+// not taken for it unless it serves that instance's token (what a port shared
+// by two named processes looked like), and a BIND's port stays reserved.
+func TestBINDReadinessIsPerInstance(t *testing.T) {
+	t.Parallel()
+	a, b := StartBIND(t), StartBIND(t)
+	require.NotEqual(t, a.Addr, b.Addr)
+	require.NoError(t, a.ready())
+
+	impostor := &BIND{Addr: a.Addr, Zone: a.Zone, instance: b.instance}
+	err := impostor.ready()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not this instance's token")
+
+	_, port, err := net.SplitHostPort(a.Addr)
+	require.NoError(t, err)
+	f, err := os.Open(filepath.Join(os.TempDir(), "certfetch-test-ports", port))
+	require.NoError(t, err)
+	defer f.Close()
+	assert.ErrorIs(t, syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB), syscall.EWOULDBLOCK,
+		"another process cannot reserve the port of a running BIND")
 }
