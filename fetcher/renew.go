@@ -94,10 +94,11 @@ func NewRequest(ctx context.Context, cfg *config.Config, st *store.Store, name s
 }
 
 // RequestResult reads what became of req in the certificate's record rec: done is false
-// while the request waits to be carried out, or while its replacement's order is still
-// running (it outlived its deadline and is resumed); then it reports the request's
-// failure (the CA refused the revocation, the replacement failed) or nil: the
-// certificate in service is a new one, not revoked.
+// while the request waits to be carried out, while its replacement's order is still
+// running (it outlived its deadline and is resumed), or while the replacement is stored
+// but not published yet; then it reports the request's failure (the CA refused the
+// revocation, the replacement failed) or nil: the certificate in service, published, is
+// a new one, not revoked.
 func RequestResult(rec *store.Certificate, req *store.Request) (done bool, err error) {
 	o := rec.LastRequest
 	if o == nil || o.ID != req.ID {
@@ -107,7 +108,10 @@ func RequestResult(rec *store.Certificate, req *store.Request) (done bool, err e
 		return true, errors.New(o.Error)
 	}
 	if replaced(rec, req) {
-		return true, nil
+		// The record holds the replacement before it is published; the outcome is stamped
+		// (Done) after publication, by the visit that carried the request out or by the
+		// one that finished its replacement's order later (finishRequest).
+		return !o.Done.Before(rec.LastSuccess), nil
 	}
 	if o.Done.IsZero() {
 		return false, nil // the replacement's first attempt runs, or was interrupted
@@ -379,6 +383,26 @@ func replaced(rec *store.Certificate, req *store.Request) bool {
 	}
 	fp, err := acme.Fingerprint(rec.CertPEM)
 	return err == nil && fp != req.Target
+}
+
+// finishRequest stamps, after the attempt that replaced old by issued published it, the
+// outcome of the operator request whose replacement that was, when the request's own
+// visit could not: its first attempt outlived the deadline or was interrupted, and this
+// visit resumed the order. The command waiting for the request (RequestResult) takes the
+// stamp, later than issued.LastSuccess, to mean the replacement is served. The visit
+// that carries a request out (v.force) stamps it itself, after this.
+func (v *visit) finishRequest(ctx context.Context, old, issued *store.Certificate) error {
+	o := issued.LastRequest
+	if v.force != nil || o == nil || o.Replaces == "" || !o.Done.Before(issued.LastSuccess) {
+		return nil
+	}
+	if fp, err := acme.Fingerprint(old.CertPEM); err != nil || fp != o.Replaces {
+		return nil // a later renewal, not the request's replacement
+	}
+	stamped := *o
+	stamped.Done = v.d.now()
+	issued.LastRequest = &stamped
+	return v.save(ctx, issued)
 }
 
 // requestDone records the request's outcome in rec and saves it; failure nil: carried

@@ -128,15 +128,33 @@ func TestInterruptedRequestLeavesTheCertificateDue(t *testing.T) {
 	assert.Equal(t, first.SerialNumber, e.served(t, name, name).SerialNumber, "nothing replaced yet")
 
 	// The CA's renewal information is due again (every 6 hours); its window, weeks away,
-	// must not put the requested replacement off.
+	// must not put the requested replacement off. The replacement is stored before it is
+	// published: a command waiting for the request must not call it done in between.
 	e.clock.Advance(7 * time.Hour)
-	require.NoError(t, d.Once(t.Context()))
+	var doneWhenStored []bool
+	resumer, err := fetcher.New(e.cfg, e.sb.Store, fetcher.Options{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: e.clock.Now,
+		Observe: func(ev fetcher.Event) {
+			if ev.Step != fetcher.StepStored {
+				return
+			}
+			rec, err := e.sb.Store.LoadCertificate(t.Context(), name)
+			if assert.NoError(t, err) {
+				done, _ := fetcher.RequestResult(rec, req)
+				doneWhenStored = append(doneWhenStored, done)
+			}
+		},
+	})
+	require.NoError(t, err)
+	t.Cleanup(resumer.Close)
+	require.NoError(t, resumer.Once(t.Context()))
 	assert.NotEqual(t, first.SerialNumber, e.served(t, name, name).SerialNumber, "replaced by the next once")
 	assert.Equal(t, 2, e.sb.CA.Stats().NewOrders, "the interrupted order, resumed")
+	assert.Equal(t, []bool{false}, doneWhenStored, "stored, not published yet: not done")
 	rec, err := e.sb.Store.LoadCertificate(t.Context(), name)
 	require.NoError(t, err)
 	done, err := fetcher.RequestResult(rec, req)
-	assert.True(t, done)
+	assert.True(t, done, "published: done")
 	assert.NoError(t, err)
 }
 

@@ -449,6 +449,11 @@ func (v *visit) attempt(ctx context.Context, rec *store.Certificate, now time.Ti
 	v.memo.succeeded()
 	v.d.metrics.SetLastSuccess(v.cert.Name, issued.LastSuccess)
 	pubErr := v.keepPublished(ctx, issued)
+	if err := v.finishRequest(ctx, rec, issued); err != nil {
+		// The certificate is in service; only the command waiting for the request
+		// misses its outcome (it reports none within --wait).
+		v.log.Warn("cannot record the outcome of the request this renewal finished", "err", err)
+	}
 	next, _, _ := v.plan(issued, v.d.now())
 	return result{next: next, err: pubErr}
 }

@@ -297,11 +297,8 @@ func (r *requester) await(ctx context.Context, pid int) int {
 		if err != nil {
 			return r.report(ctx, nil, err, "")
 		}
-		// The record holds the replacement before the daemon published it; the daemon
-		// records the outcome (Done) and then drops the request only after publishing,
-		// so either of those says the replacement is served.
-		finished := errors.Is(rerr, store.ErrNotFound) || (rec.LastRequest != nil && !rec.LastRequest.Done.IsZero())
-		if done, ferr := fetcher.RequestResult(rec, req); done && finished {
+		// Done only once the replacement is published (RequestResult).
+		if done, ferr := fetcher.RequestResult(rec, req); done {
 			return r.report(ctx, rec, ferr, "")
 		}
 		if errors.Is(rerr, store.ErrNotFound) && (rec.LastRequest == nil || rec.LastRequest.ID != req.ID) {
