@@ -1,7 +1,8 @@
 // Module rules holds the differential test of certfetch's rule parser
 // (fetcher/traefik) against Traefik's own. It is a module of its own, not part
-// of ../ (which builds the Traefik binary): requiring certfetch there would
-// raise shared dependencies to certfetch's versions in the Traefik build.
+// of ../ (which builds the Traefik binary), so that the Traefik binary's build
+// never depends on this test's requirements; both resolve to the same
+// versions (certfetch's, or Traefik's where newer).
 module github.com/certfetch/certfetch/test/traefik/rules
 
 go 1.26.0
@@ -53,7 +54,7 @@ require (
 	github.com/patrickmn/go-cache v2.1.0+incompatible // indirect
 	github.com/pires/go-proxyproto v0.8.1 // indirect
 	github.com/rs/zerolog v1.33.0 // indirect
-	github.com/sirupsen/logrus v1.9.3 // indirect
+	github.com/sirupsen/logrus v1.9.4 // indirect
 	github.com/spiffe/go-spiffe/v2 v2.7.0 // indirect
 	github.com/traefik/paerser v0.2.2 // indirect
 	github.com/unrolled/render v1.0.2 // indirect
