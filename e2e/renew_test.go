@@ -69,14 +69,3 @@ func TestRenewAndRevokeThroughTraefik(t *testing.T) {
 
 	daemon.stop(t)
 }
-
-// certfetchBinary builds the certfetch binary from this tree into the test's directory.
-func certfetchBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "certfetch")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/certfetch")
-	cmd.Dir = repoRoot
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "build certfetch:\n%s", out)
-	return bin
-}

@@ -345,3 +345,38 @@ func TestDiscoveryStoreRefusesTheRecord(t *testing.T) {
 	assert.Equal(t, "a.example.test", doc.Certificates[0].Name)
 	assert.Equal(t, 1, h.CA.Stats().NewOrders)
 }
+
+// A discovery record the store holds but cannot decode stops discovery rather than
+// starting over from an empty record (which would rename certificates and forget grace
+// periods): `once` fails naming the record, orders nothing for the routers, withdraws
+// and replaces nothing, and leaves the record as it is; repaired, the next `once`
+// carries on from it.
+func TestDiscoveryRecordUnreadable(t *testing.T) {
+	t.Parallel()
+	api, h := newDiscoveryHarness(t, router("a", "Host(`a.example.test`)", resolverName))
+	cfg := h.config()
+	require.NoError(t, h.daemon(cfg).Once(t.Context()))
+	served := serial(h.served("a.example.test"))
+	path := filepath.Join(h.stateDir(), "discovery", "routers.json")
+	good, err := os.ReadFile(path)
+	require.NoError(t, err)
+	torn := []byte(`{"certificates": [`)
+	require.NoError(t, os.WriteFile(path, torn, 0o600))
+
+	api.set(router("b", "Host(`b.example.test`)", resolverName))
+	err = h.daemon(cfg).Once(t.Context())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "read the discovered certificates: decode "+path)
+	assert.Equal(t, served, serial(h.served("a.example.test")), "withdrawn or replaced")
+	assert.NoFileExists(t, h.yml("b.example.test"))
+	assert.Equal(t, 1, h.CA.Stats().NewOrders)
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, torn, after, "the record was rewritten")
+
+	require.NoError(t, os.WriteFile(path, good, 0o600))
+	require.NoError(t, h.daemon(cfg).Once(t.Context()))
+	h.served("b.example.test")
+	assert.FileExists(t, h.yml("a.example.test"), "gone from the routers: kept for the grace period")
+	assert.Equal(t, 2, h.CA.Stats().NewOrders)
+}

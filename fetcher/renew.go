@@ -393,10 +393,18 @@ func replaced(rec *store.Certificate, req *store.Request) bool {
 // that carries a request out (v.force) stamps it itself, after this.
 func (v *visit) finishRequest(ctx context.Context, old, issued *store.Certificate) error {
 	o := issued.LastRequest
-	if v.force != nil || o == nil || o.Replaces == "" || !o.Done.Before(issued.LastSuccess) {
+	if v.force != nil || o == nil || !o.Done.Before(issued.LastSuccess) {
 		return nil
 	}
-	if fp, err := acme.Fingerprint(old.CertPEM); err != nil || fp != o.Replaces {
+	replacedNow := "" // a request for a certificate never issued replaces nothing
+	if len(old.CertPEM) > 0 {
+		fp, err := acme.Fingerprint(old.CertPEM)
+		if err != nil {
+			return nil
+		}
+		replacedNow = fp
+	}
+	if replacedNow != o.Replaces {
 		return nil // a later renewal, not the request's replacement
 	}
 	stamped := *o

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/letsencrypt/pebble/v2/acme"
 	"github.com/letsencrypt/pebble/v2/ca"
+	"github.com/letsencrypt/pebble/v2/core"
 	"github.com/letsencrypt/pebble/v2/db"
 	"github.com/letsencrypt/pebble/v2/va"
 )
@@ -68,10 +70,12 @@ type slowHandler struct {
 	mode       SlowMode
 	retryAfter time.Duration
 	delay      time.Duration
-	logger     *slog.Logger
-	stats      counters
-	faults     faults
-	holds      holds
+	// noAuthzReuse: Options.AuthzReusePercent is 0 (see hideValidAuthzs).
+	noAuthzReuse bool
+	logger       *slog.Logger
+	stats        counters
+	faults       faults
+	holds        holds
 	// validations counts challenge validations in progress under
 	// KeepFailedChallengesPending; reads of orders, authorizations and
 	// challenges wait for them.
@@ -86,16 +90,17 @@ type slowHandler struct {
 
 func newSlowHandler(p *pebble, opts Options, logger *slog.Logger) *slowHandler {
 	h := &slowHandler{
-		pebble:     p.handler,
-		db:         p.db,
-		ca:         p.ca,
-		va:         p.va,
-		mode:       opts.Mode,
-		retryAfter: opts.RetryAfter,
-		delay:      opts.Delay,
-		logger:     logger,
-		readyAt:    make(map[string]time.Time),
-		closing:    make(chan struct{}),
+		pebble:       p.handler,
+		db:           p.db,
+		ca:           p.ca,
+		va:           p.va,
+		mode:         opts.Mode,
+		retryAfter:   opts.RetryAfter,
+		delay:        opts.Delay,
+		logger:       logger,
+		noAuthzReuse: opts.AuthzReusePercent == 0,
+		readyAt:      make(map[string]time.Time),
+		closing:      make(chan struct{}),
 	}
 	h.faults.forgotten = make(map[string]bool)
 	h.faults.forgottenAccounts = make(map[string]string)
@@ -197,7 +202,9 @@ func (h *slowHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // newOrder gives orders that name no profile DefaultProfile: Pebble would
 // pick a random one.
 func (h *slowHandler) newOrder(w http.ResponseWriter, r *http.Request, jws jwsRequest) {
+	restore := h.hideValidAuthzs(jws)
 	rec := h.record(r)
+	restore()
 	if rec.Code != http.StatusCreated || requestedProfile(jws.payload) != "" {
 		writeRecorded(w, rec, rec.Body.Bytes())
 		return
@@ -214,6 +221,46 @@ func (h *slowHandler) newOrder(w http.ResponseWriter, r *http.Request, jws jwsRe
 	h.writeOrder(w, rec, func(fields map[string]json.RawMessage) {
 		fields["profile"] = jsonString(DefaultProfile)
 	})
+}
+
+// hideValidAuthzs makes Pebble create pending authorizations for a newOrder
+// request when Options.AuthzReusePercent is 0: Pebble tests
+// `rand.Intn(100) > percent`, so it still reuses a valid authorization for 1
+// order in 100 at 0%, and an order that comes back ready skips the validation a
+// test is about. Until the returned function runs (right after Pebble has
+// handled the request), the account's valid authorizations for the order's
+// identifiers read as deactivated, which Pebble does not reuse; they are valid
+// again afterwards. An order read at that moment by another request would look
+// invalid; tests do not read a finished order of the same name while ordering
+// it again.
+func (h *slowHandler) hideValidAuthzs(jws jwsRequest) (restore func()) {
+	var order struct {
+		Identifiers []acme.Identifier `json:"identifiers"`
+	}
+	if !h.noAuthzReuse || jws.kid == "" || json.Unmarshal(jws.payload, &order) != nil {
+		return func() {}
+	}
+	account := path.Base(urlPath(jws.kid))
+	var hidden []*core.Authorization
+	for _, ident := range order.Identifiers {
+		for {
+			authz := h.db.FindValidAuthorization(account, ident)
+			if authz == nil {
+				break
+			}
+			authz.Lock()
+			authz.Status = acme.StatusDeactivated
+			authz.Unlock()
+			hidden = append(hidden, authz)
+		}
+	}
+	return func() {
+		for _, authz := range hidden {
+			authz.Lock()
+			authz.Status = acme.StatusValid
+			authz.Unlock()
+		}
+	}
 }
 
 // finalize forwards the finalize to Pebble at once and, if Pebble accepts
