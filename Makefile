@@ -27,8 +27,8 @@ TESTS := test-go test-yaegi test-plugin-loader test-traefik-rules test-package t
 ## minutes. lint goes first of the Go work on the module because it compiles
 ## the module's packages: two go commands compiling the same packages at once
 ## would each do all the work (the build cache is shared, not the work in
-## flight), and the DNS providers' SDKs take minutes. The binaries are other
-## modules at other versions: step-ca builds beside lint, Traefik after it (see
+## flight), and the DNS providers' SDKs take minutes. The step-ca and Traefik
+## builds come after lint too: they share most of those packages (see
 ## after-lint-test-e2e below).
 test: test-deps
 	@$(MAKE) --no-print-directory -j4 --output-sync=target $(TESTS:%=after-lint-%)
@@ -101,7 +101,7 @@ test-package:
 
 ## test-e2e: the end-to-end suite (e2e/, build tag e2e) against a real
 ## Traefik, built once from the Go module proxy by the nested module
-## test/traefik (about 6 min on 2 cores after lint; its dependencies resolve at
+## test/traefik (about 7 min on 2 cores after lint; its dependencies resolve at
 ## certfetch's versions, test/traefik/go.mod says why) and cached outside the
 ## tree; it is rebuilt only when missing or when test/traefik/go.mod or go.sum
 ## changes. TRAEFIK_BIN=/path/to/traefik uses an existing binary instead.
