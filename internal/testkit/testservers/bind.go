@@ -101,9 +101,6 @@ func StartBIND(t testing.TB) *BIND {
 	if err := b.writeConfig(dir); err != nil {
 		t.Fatalf("testservers: BIND configuration: %v", err)
 	}
-	// reuseport no (in named.conf): a second named on a port already taken
-	// fails to bind its TCP socket, so its readiness sees the other's token,
-	// instead of sharing the port with it.
 	// -g: foreground, log to stderr (the server log); -n 1: one worker
 	// thread is plenty for a test zone and spares the shared cores.
 	args := []string{"-g", "-n", "1", "-c", filepath.Join(dir, "named.conf")}
@@ -113,7 +110,9 @@ func StartBIND(t testing.TB) *BIND {
 	return b
 }
 
-// writeConfig writes named.conf and the zone file into dir.
+// writeConfig writes named.conf and the zone file into dir. With reuseport
+// off, a second named on a port already taken fails to bind its TCP socket,
+// so its readiness sees the other's token instead of sharing the port.
 func (b *BIND) writeConfig(dir string) error {
 	_, port, err := net.SplitHostPort(b.Addr)
 	if err != nil {
